@@ -1,1 +1,44 @@
-"""attnviz."""
+"""attnviz: what does channel attention change inside a CNN?
+
+Insert attention blocks into any CNN keeping its weights (:func:`insert_attention`),
+capture intermediate values without hooks (:func:`with_intermediates`), and
+compare models before and after attention.
+"""
+
+__version__ = "0.1.0"
+
+from .blocks import Gate, attention_block, list_attention, register_attention
+from .intermediates import list_intermediates, with_intermediates
+from .serialization import load, save
+from .surgery import (
+    SurgeryError,
+    apply_surgery,
+    attention_keys,
+    attention_modules,
+    insert_attention,
+    remove_attention,
+    surgery_spec,
+)
+from .zoo import base_reference, create_model, load_base_weights
+
+__all__ = [
+    "Gate",
+    "SurgeryError",
+    "__version__",
+    "apply_surgery",
+    "attention_block",
+    "attention_keys",
+    "attention_modules",
+    "base_reference",
+    "create_model",
+    "insert_attention",
+    "list_attention",
+    "list_intermediates",
+    "load",
+    "load_base_weights",
+    "register_attention",
+    "remove_attention",
+    "save",
+    "surgery_spec",
+    "with_intermediates",
+]

@@ -1,0 +1,283 @@
+"""Base models by reference (``torchvision:resnet50``, ``timm:resnet50``, ``pkg.mod:factory``).
+
+A model built by :func:`create_model` remembers its reference, so a saved
+modified model can be rebuilt from its JSON spec alone. Models built
+elsewhere are recognised when possible (timm's ``pretrained_cfg``, or the
+torchvision builder whose architecture matches parameter for parameter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "base_reference",
+    "create_model",
+    "load_base_weights",
+    "read_state_dict",
+    "resolve_factory",
+]
+
+_REF_ATTR = "_attnviz_base"
+_SOURCES = ("torchvision", "timm", "attnviz")
+
+
+def _split(ref: str) -> tuple[str, str]:
+    if not isinstance(ref, str) or ":" not in ref:
+        raise ValueError(
+            f"model reference must look like 'torchvision:resnet18', 'timm:resnet50', "
+            f"'attnviz:small_resnet' or 'package.module:factory', got {ref!r}"
+        )
+    source, name = ref.split(":", 1)
+    return source, name
+
+
+def resolve_factory(ref: str) -> Callable[..., nn.Module]:
+    """The callable that builds ``ref`` (without weights)."""
+    from ._select import unknown_name_error
+
+    source, name = _split(ref)
+    if source == "torchvision":
+        import torchvision
+
+        names = torchvision.models.list_models(module=torchvision.models)
+        if name not in names:
+            raise unknown_name_error("torchvision model", name, names)
+        return torchvision.models.get_model_builder(name)
+    if source == "timm":
+        import timm
+
+        names = timm.list_models()
+        if name not in names:
+            raise unknown_name_error("timm model", name, names)
+        return lambda **kw: timm.create_model(name, **kw)
+    if source == "attnviz":
+        from . import nets
+
+        factories = {
+            n: getattr(nets, n) for n in getattr(nets, "__all__", []) if callable(getattr(nets, n))
+        }
+        if name not in factories:
+            raise unknown_name_error("attnviz model", name, sorted(factories))
+        return factories[name]
+    try:
+        module = importlib.import_module(source)
+    except ImportError as exc:
+        raise ValueError(
+            f"cannot import module {source!r} for model reference {ref!r}: {exc}"
+        ) from exc
+    obj = module
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            from ._select import closest
+
+            raise ValueError(f"{source!r} has no {name!r}; closest: {closest(part, dir(obj))}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"{ref!r} is not callable")
+    return obj
+
+
+def create_model(
+    ref: str,
+    *,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a base model by reference and remember the reference.
+
+    ``pretrained=True`` uses the library's own download (torchvision's
+    default weights, timm's pretrained tag); ``weights`` loads a local file
+    of the base model (safetensors, or a torch file read with
+    ``weights_only=True``).
+
+    >>> m = create_model("torchvision:resnet18", num_classes=10)
+    >>> base_reference(m)
+    {'ref': 'torchvision:resnet18', 'kwargs': {'num_classes': 10}}
+    """
+    source, _name = _split(ref)
+    factory = resolve_factory(ref)
+    call_kwargs = dict(kwargs)
+    if pretrained:
+        if source == "torchvision":
+            call_kwargs["weights"] = "DEFAULT"
+        elif source == "timm":
+            call_kwargs["pretrained"] = True
+        else:
+            raise ValueError(
+                f"pretrained=True is only available for torchvision and timm models, not {ref!r}"
+            )
+    model = factory(**call_kwargs)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{ref!r} returned {type(model).__name__}, not an nn.Module")
+    if weights is not None:
+        model.load_state_dict(read_state_dict(weights), strict=True)
+    _json_check(kwargs, ref)
+    setattr(model, _REF_ATTR, {"ref": ref, "kwargs": dict(kwargs)})
+    return model
+
+
+def _json_check(kwargs: Mapping[str, Any], ref: str) -> None:
+    try:
+        json.dumps(kwargs)
+    except TypeError as exc:
+        raise TypeError(
+            f"keyword arguments of {ref!r} must be JSON values to be recorded: {exc}"
+        ) from exc
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _last_linear_out(model: nn.Module) -> int | None:
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m.out_features
+    return last
+
+
+@contextlib.contextmanager
+def _no_init():
+    """Skip weight initialisation (only shapes matter when matching architectures)."""
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *a, **k: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
+
+
+def _build_meta(factory: Callable[..., nn.Module], kwargs: dict) -> nn.Module | None:
+    """Build without weights: on the meta device, or on the CPU for builders that compute with torch."""
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device), _no_init():
+                return factory(**kwargs)
+        except Exception:
+            continue
+    return None
+
+
+def base_reference(model: nn.Module, *, cheap: bool = False) -> dict[str, Any] | None:
+    """``{"ref": ..., "kwargs": ...}`` that rebuilds ``model``'s architecture, or None.
+
+    Models from :func:`create_model` carry it; timm models are recognised from
+    their config; torchvision models by finding the builder of their module
+    whose parameters match in name and shape; other classes if calling them
+    with no arguments gives the same parameters. Attention keys of a modified
+    model are ignored. ``cheap=True`` only reads a recorded reference.
+    """
+    ref = getattr(model, _REF_ATTR, None)
+    if ref is not None:
+        return copy.deepcopy(ref)
+    if cheap:
+        return None
+    from .surgery import attention_keys
+
+    skip = set(attention_keys(model))
+    target = {k: v for k, v in _shapes(model).items() if k not in skip}
+    num_classes = _last_linear_out(model)
+    candidates: list[tuple[str, Callable[..., nn.Module], list[dict]]] = []
+    cfg = getattr(model, "pretrained_cfg", None)
+    cls = getattr(type(model), "_attnviz_base_class", type(model))
+    module_name = getattr(cls, "__module__", "")
+    if isinstance(cfg, dict) and cfg.get("architecture"):
+        arch = cfg["architecture"]
+        kw = [{"num_classes": getattr(model, "num_classes", num_classes)}]
+        candidates.append((f"timm:{arch}", resolve_factory(f"timm:{arch}"), kw))
+    elif module_name.startswith("torchvision.models"):
+        import torchvision
+
+        for name in torchvision.models.list_models(module=torchvision.models):
+            builder = torchvision.models.get_model_builder(name)
+            if builder.__module__ == module_name:
+                kws = [{}] if num_classes in (None, 1000) else [{"num_classes": num_classes}, {}]
+                candidates.append((f"torchvision:{name}", builder, kws))
+    elif module_name == "attnviz.nets":
+        return None
+    else:
+        candidates.append((f"{module_name}:{cls.__qualname__}", cls, [{}]))
+    for ref_name, factory, kw_options in candidates:
+        for kw in kw_options:
+            built = _build_meta(factory, kw)
+            if built is not None and _shapes(built) == target:
+                return {"ref": ref_name, "kwargs": kw}
+    return None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a weights file without unpickling arbitrary objects.
+
+    ``.safetensors`` files are read with safetensors; anything else with
+    ``torch.load(weights_only=True)``. A dict holding ``state_dict`` or
+    ``model`` (common checkpoint layouts) is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"cannot read weights from {path}: {type(exc).__name__}: {exc}") from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a state_dict of tensors")
+    return obj
+
+
+def load_base_weights(
+    model: nn.Module, weights: str | Path | Mapping[str, torch.Tensor]
+) -> list[str]:
+    """Load a *base* model's weights into a model after attention surgery.
+
+    Every key of the file must exist in the model with the same shape, and
+    the only keys the file may lack are the attention blocks' own (those
+    keep their initialisation). Returns the list of attention keys left as
+    initialised. Raises naming the first offending keys otherwise.
+    """
+    from .surgery import attention_keys
+
+    state = read_state_dict(weights) if isinstance(weights, str | Path) else dict(weights)
+    own = model.state_dict()
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise KeyError(
+            f"{len(unexpected)} key(s) of the weights are not in the model, e.g. {unexpected[:5]}"
+        )
+    bad_shape = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if bad_shape:
+        k = bad_shape[0]
+        raise ValueError(
+            f"shape mismatch for {k}: weights {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        )
+    attn = set(attention_keys(model))
+    missing = [k for k in own if k not in state]
+    not_attn = [k for k in missing if k not in attn]
+    if not_attn:
+        raise KeyError(
+            f"the weights lack {len(not_attn)} non-attention key(s), e.g. {not_attn[:5]}"
+        )
+    result = model.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys
+    return list(result.missing_keys)
