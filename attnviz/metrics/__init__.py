@@ -1,0 +1,57 @@
+"""Streaming metric accumulators for comparing models before and after attention.
+
+Every accumulator keeps fixed-size running state (sums, counts, fixed-bin histograms,
+small Gram-like matrices): memory does not grow with the number of images, and states
+from several processes or DDP ranks combine by summing (:meth:`Accumulator.merge`,
+:meth:`Accumulator.sync`). Each class documents its exact definition in ``definition``
+and its conventions in ``settings()``.
+"""
+
+from ._base import Accumulator, describe
+from ._maps import average_ranks, minmax_per_image
+from .cams import CamAgreement, CamConcentration, pearson_per_image, spearman_per_image, top_iou
+from .classification import ClassificationStats
+from .faithfulness import (
+    ConfidenceStats,
+    FaithfulnessStats,
+    confidence_drop_increase,
+    deletion_insertion,
+    gaussian_blur,
+    trapezoid_auc,
+)
+from .features import FeatureStats, channel_gini, spatial_entropy
+from .gates import GateStats, gate_profile
+from .localisation import CamLocalisation, energy_share, pointing_hits, threshold_iou
+from .similarity import CKAMatrix, LinearCKA, hsic_unbiased, linear_gram
+
+__all__ = [
+    "Accumulator",
+    "CKAMatrix",
+    "CamAgreement",
+    "CamConcentration",
+    "CamLocalisation",
+    "ClassificationStats",
+    "ConfidenceStats",
+    "FaithfulnessStats",
+    "FeatureStats",
+    "GateStats",
+    "LinearCKA",
+    "average_ranks",
+    "channel_gini",
+    "confidence_drop_increase",
+    "deletion_insertion",
+    "describe",
+    "energy_share",
+    "gate_profile",
+    "gaussian_blur",
+    "hsic_unbiased",
+    "linear_gram",
+    "minmax_per_image",
+    "pearson_per_image",
+    "pointing_hits",
+    "spatial_entropy",
+    "spearman_per_image",
+    "threshold_iou",
+    "top_iou",
+    "trapezoid_auc",
+]

@@ -1,0 +1,119 @@
+"""Streaming statistics of one layer's feature maps."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._base import Accumulator, ratio
+from ._checks import check_float, check_tensor
+from ._maps import normalised_entropy
+
+__all__ = ["FeatureStats", "channel_gini", "spatial_entropy"]
+
+
+def channel_gini(x: Tensor) -> Tensor:
+    """Gini coefficient of the per-channel L2 energy of each image of ``[B, C, H, W]`` → ``[B]``.
+
+    ``e_c = Σ_{h,w} x²``; with ``e`` sorted ascending, ``G = Σ_i (2i − C − 1) e_(i) / (C Σ_c e_c)``
+    (``i = 1..C``). 0 when all channels carry equal energy, ``(C − 1)/C`` when one does.
+    An all-zero image gives NaN.
+    """
+    energy = x.square().sum(dim=(2, 3))
+    return _gini(energy)
+
+
+def _gini(energy: Tensor) -> Tensor:
+    c = energy.shape[1]
+    e = torch.sort(energy.to(torch.float64), dim=1).values
+    weights = 2 * torch.arange(1, c + 1, device=e.device, dtype=e.dtype) - c - 1
+    total = e.sum(dim=1)
+    return (e * weights).sum(dim=1) / (c * total)
+
+
+def spatial_entropy(x: Tensor) -> Tensor:
+    """Normalised entropy of where the energy of each image of ``[B, C, H, W]`` lies → ``[B]``.
+
+    ``p_hw = Σ_c x²_chw / Σ_{c,h,w} x²``; ``H = −Σ p log p / log(HW)`` in [0, 1]
+    (1: energy spread evenly over positions, 0: all in one position). All-zero images give NaN.
+    """
+    energy = x.square().sum(dim=1).flatten(1)
+    return normalised_entropy(energy)
+
+
+class FeatureStats(Accumulator):
+    """Activation statistics of one layer, streamed over batches of ``[B, C, H, W]`` maps.
+
+    * ``mean``, ``std``: over every activation value (population std, from running float64
+      sum and sum of squares).
+    * ``sparsity``: share of activations exactly equal to 0. Meaningful after a ReLU
+      (dead units); before one it is ~0.
+    * ``channel_gini``: Gini coefficient of the per-channel energy ``e_c = Σ_{h,w} x²``,
+      computed per image and averaged over images; in ``[0, (C−1)/C]``, higher = energy
+      concentrated in fewer channels.
+    * ``spatial_entropy``: per image, ``p_hw ∝ Σ_c x²`` (energy, the same quantity as the
+      Gini uses) normalised over the ``H×W`` positions, ``−Σ p log p / log(HW)`` in [0, 1];
+      averaged over images; lower = energy concentrated in fewer positions.
+
+    Images whose activations are all zero have no energy distribution: they are left out
+    of ``channel_gini`` and ``spatial_entropy`` and counted in ``n_zero_images``.
+    States: sums and counts only (summed across ranks by :meth:`sync`).
+    """
+
+    definition = (
+        "Per layer: mean and std of all activations; sparsity = share of exact zeros; "
+        "channel_gini = Gini of per-channel energy e_c = Σ_hw x², G = Σ_i (2i−C−1) e_(i) / (C Σ e), "
+        "per image then averaged; spatial_entropy = −Σ p log p / log(HW) with "
+        "p_hw = Σ_c x² / Σ x², per image then averaged (all-zero images excluded)."
+    )
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "std": "population (divide by N)",
+            "energy": "x² (channel Gini and spatial entropy)",
+            "all_zero_images": "excluded from channel_gini and spatial_entropy",
+        }
+
+    def update(self, features: Tensor) -> None:
+        """Add a batch of feature maps ``[B, C, H, W]`` (float, any device)."""
+        owner = "FeatureStats.update"
+        x = check_tensor(owner, "features", features, (4,), "[B, C, H, W]")
+        x = check_float(owner, "features", x.detach())
+        if x.shape[2] * x.shape[3] < 2:
+            raise ValueError(
+                f"{owner}: `features` has shape {tuple(x.shape)}; spatial entropy needs "
+                "H × W ≥ 2 (pass the map before global pooling)"
+            )
+        dev = x.device
+        sq = x.square()
+        self._state("n_values", device=dev).add_(x.numel())
+        self._state("sum", device=dev).add_(x.sum(dtype=torch.float64))
+        self._state("sum_sq", device=dev).add_(sq.sum(dtype=torch.float64))
+        self._state("n_zeros", device=dev).add_((x == 0).sum())
+
+        gini = _gini(sq.sum(dim=(2, 3)))
+        ent = normalised_entropy(sq.sum(dim=1).flatten(1))
+        alive = torch.isfinite(gini) & torch.isfinite(ent)
+        self._state("n_images", device=dev).add_(x.shape[0])
+        self._state("n_alive_images", device=dev).add_(alive.sum())
+        self._state("sum_gini", device=dev).add_(torch.where(alive, gini, 0.0).sum())
+        self._state("sum_entropy", device=dev).add_(torch.where(alive, ent, 0.0).sum())
+
+    def compute(self) -> dict[str, Any]:
+        self._require_updated()
+        s = self._states
+        n = float(s["n_values"])
+        mean = float(s["sum"]) / n
+        var = max(float(s["sum_sq"]) / n - mean * mean, 0.0)
+        return {
+            "mean": mean,
+            "std": math.sqrt(var),
+            "sparsity": float(s["n_zeros"]) / n,
+            "channel_gini": ratio(s["sum_gini"], s["n_alive_images"]),
+            "spatial_entropy": ratio(s["sum_entropy"], s["n_alive_images"]),
+            "n_images": int(s["n_images"]),
+            "n_zero_images": int(s["n_images"] - s["n_alive_images"]),
+        }

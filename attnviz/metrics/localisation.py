@@ -1,0 +1,151 @@
+"""CAM localisation against ground-truth masks: pointing game, energy pointing game, IoU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._base import Accumulator, ratio
+from ._checks import as_maps, check_labels, check_same_shape, check_tensor
+from ._maps import minmax_per_image
+
+__all__ = ["CamLocalisation", "energy_share", "pointing_hits", "threshold_iou"]
+
+
+def pointing_hits(cams: Tensor, masks: Tensor, tolerance: float = 15.0) -> Tensor:
+    """Pointing-game hit per image ``[B]``: a mask pixel lies within distance < ``tolerance`` of the argmax.
+
+    ``cams`` ``[B, H, W]``, ``masks`` bool ``[B, H, W]``. The argmax is the first maximum in
+    row-major order; the test is TorchRay's ``(mask & ((v − p_y)² + (u − p_x)² < tol²)).any()``.
+    """
+    _, h, w = cams.shape
+    idx = cams.flatten(1).argmax(dim=1)
+    py = (idx // w).to(torch.float64)[:, None, None]
+    px = (idx % w).to(torch.float64)[:, None, None]
+    v = torch.arange(h, device=cams.device, dtype=torch.float64)[None, :, None]
+    u = torch.arange(w, device=cams.device, dtype=torch.float64)[None, None, :]
+    near = (v - py).square() + (u - px).square() < tolerance**2
+    return (masks & near).flatten(1).any(dim=1)
+
+
+def energy_share(cams: Tensor, masks: Tensor) -> Tensor:
+    """Energy pointing game per image ``[B]``: ``Σ_mask S / Σ S`` with ``S`` = per-image min-max of the map.
+
+    A constant map becomes uniform (all ones), giving the mask's area fraction.
+    """
+    s = minmax_per_image(cams.to(torch.float64)).flatten(1)
+    return (s * masks.flatten(1)).sum(dim=1) / s.sum(dim=1)
+
+
+def threshold_iou(cams: Tensor, masks: Tensor, threshold: float = 0.5) -> Tensor:
+    """IoU per image ``[B]`` of ``{S ≥ threshold}`` (``S`` = per-image min-max of the map) with the mask."""
+    sel = (minmax_per_image(cams.to(torch.float64)) >= threshold).flatten(1)
+    m = masks.flatten(1)
+    inter = (sel & m).sum(dim=1).to(torch.float64)
+    union = (sel | m).sum(dim=1).to(torch.float64)
+    return inter / union
+
+
+class CamLocalisation(Accumulator):
+    """How well CAMs point at the object, against ground-truth masks.
+
+    ``update(cams, masks, labels=None)``: maps ``[B, H, W]`` at input resolution and masks
+    ``[B, H, W]`` of the same shape (bool; numeric masks are read as ``mask != 0``).
+
+    * ``pointing_game``: share of images where a mask pixel lies within Euclidean distance
+      < ``tolerance`` px (default 15, TorchRay) of the map's argmax (first maximum in
+      row-major order). With ``num_classes`` and ``labels`` also ``pointing_game_class_mean``,
+      the mean over seen classes of the per-class hit rates (the Zhang et al. protocol),
+      and ``pointing_game_per_class`` ``[K]``.
+    * ``energy_pointing_game``: ``Σ_{mask} S / Σ S`` (Score-CAM) where ``S`` is the map
+      min-max normalised per image to [0, 1] (so ``S ≥ 0``; a constant map counts as
+      uniform), averaged over images.
+    * ``iou``: IoU between ``{S ≥ iou_threshold}`` (same ``S``) and the mask, averaged.
+
+    Images with an empty mask have nothing to point at: they are skipped by every
+    metric and counted in ``n_empty_masks``. States: sums and per-class counts.
+    """
+
+    definition = (
+        "Pointing game: hit if any mask pixel is at Euclidean distance < tolerance px from "
+        "argmax S (overall hit rate, and mean of per-class hit rates); energy pointing game "
+        "= Σ_mask S / Σ S with S the per-image min-max of the map; IoU of {S ≥ threshold} "
+        "with the mask; averaged over images with a non-empty mask."
+    )
+
+    def __init__(
+        self, num_classes: int | None = None, tolerance: float = 15.0, iou_threshold: float = 0.5
+    ) -> None:
+        super().__init__()
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"CamLocalisation: `num_classes` must be ≥ 1, got {num_classes}")
+        if tolerance <= 0:
+            raise ValueError(f"CamLocalisation: `tolerance` must be > 0, got {tolerance}")
+        self.num_classes = num_classes
+        self.tolerance = float(tolerance)
+        self.iou_threshold = float(iou_threshold)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "num_classes": self.num_classes,
+            "tolerance_px": self.tolerance,
+            "iou_threshold": self.iou_threshold,
+            "map_normalisation": "per-image min-max to [0, 1]",
+        }
+
+    def update(self, cams: Tensor, masks: Tensor, labels: Tensor | None = None) -> None:
+        """Add maps ``[B, H, W]``, masks ``[B, H, W]`` and (with ``num_classes``) labels ``[B]``."""
+        owner = "CamLocalisation.update"
+        s = as_maps(owner, "cams", cams).detach()
+        m = check_tensor(owner, "masks", masks, (3, 4), "[B, H, W] (or [B, 1, H, W])")
+        if m.ndim == 4 and m.shape[1] == 1:
+            m = m[:, 0]
+        check_same_shape(owner, "masks", m, "cams", s)
+        m = (m != 0).to(s.device)
+        dev = s.device
+        b = s.shape[0]
+        k = self.num_classes or 1
+        if self.num_classes is None:
+            if labels is not None:
+                raise ValueError(
+                    f"{owner}: got `labels` but CamLocalisation was built without `num_classes`"
+                )
+            idx = torch.zeros(b, dtype=torch.long, device=dev)
+        else:
+            if labels is None:
+                raise ValueError(
+                    f"{owner}: `labels` [B] are required (num_classes={self.num_classes})"
+                )
+            idx = check_labels(owner, labels, b, self.num_classes, dev)
+
+        keep = m.flatten(1).any(dim=1)
+        self._state("n_images", device=dev).add_(b)
+        self._state("n_empty_masks", device=dev).add_((~keep).sum())
+        s, m, idx = s[keep], m[keep], idx[keep]
+        hits = pointing_hits(s, m, self.tolerance).to(torch.float64)
+        self._state("class_hits", (k,), device=dev).index_add_(0, idx, hits)
+        self._state("class_n", (k,), device=dev).index_add_(0, idx, torch.ones_like(hits))
+        self._state("sum_energy", device=dev).add_(energy_share(s, m).sum())
+        self._state("sum_iou", device=dev).add_(threshold_iou(s, m, self.iou_threshold).sum())
+
+    def compute(self) -> dict[str, Any]:
+        self._require_updated()
+        s = self._states
+        n = s["class_n"].sum()
+        out: dict[str, Any] = {
+            "pointing_game": ratio(s["class_hits"].sum(), n),
+            "energy_pointing_game": ratio(s["sum_energy"], n),
+            "iou": ratio(s["sum_iou"], n),
+            "n_images": int(n),
+            "n_empty_masks": int(s["n_empty_masks"]),
+        }
+        if self.num_classes is not None:
+            per_class = s["class_hits"] / s["class_n"]  # NaN for unseen classes
+            seen = s["class_n"] > 0
+            out["pointing_game_per_class"] = per_class.cpu()
+            out["pointing_game_class_mean"] = (
+                float(per_class[seen].mean()) if bool(seen.any()) else float("nan")
+            )
+        return out

@@ -1,0 +1,271 @@
+"""Representation similarity: minibatch linear CKA with the unbiased HSIC estimator."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from ._base import Accumulator
+from ._checks import check_tensor
+
+__all__ = ["CKAMatrix", "LinearCKA", "hsic_unbiased", "linear_gram"]
+
+Pool = Literal["none", "avg"]
+
+
+def _too_small(x: object) -> bool:
+    return isinstance(x, Tensor) and x.ndim >= 1 and x.shape[0] < 4
+
+
+def _flatten(owner: str, arg: str, x: object, pool: Pool) -> Tensor:
+    x = check_tensor(owner, arg, x, (2, 3, 4, 5), "[B, D] or [B, C, *spatial]")
+    x = x.detach()
+    if not x.is_floating_point():
+        x = x.float()
+    if pool == "avg" and x.ndim > 2:
+        x = x.flatten(2).mean(dim=2)
+    x = x.flatten(1)
+    if x.shape[0] < 4:
+        raise ValueError(
+            f"{owner}: `{arg}` has batch size {x.shape[0]} (shape {tuple(x.shape)}); the "
+            "unbiased HSIC estimator needs at least 4 images per batch (or build the "
+            "accumulator with skip_small_batches=True to skip and count such batches)"
+        )
+    return x
+
+
+def linear_gram(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Linear-kernel Gram matrix ``K = X Xᵀ`` of ``[n, D]`` features, returned in float64.
+
+    The features are centred over the batch first. The unbiased HSIC estimator is exactly
+    invariant to adding any constant vector to every row (the additive row/column terms
+    cancel in its U-statistic), so centring changes nothing mathematically but removes the
+    large common offset of post-ReLU features before the product is formed in ``dtype``.
+    """
+    x = x.to(dtype)
+    x = x - x.mean(dim=0, keepdim=True)
+    return (x @ x.T).to(torch.float64)
+
+
+def _hsic_terms(k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Zero-diagonal Gram (flattened), its row sums and its total, for ``[..., n, n]``."""
+    n = k.shape[-1]
+    eye = torch.eye(n, dtype=torch.bool, device=k.device)
+    kz = k.masked_fill(eye, 0.0)
+    rows = kz.sum(dim=-1)
+    return kz.flatten(-2), rows, rows.sum(dim=-1)
+
+
+def _hsic_from_terms(
+    kz: Tensor, rk: Tensor, sk: Tensor, lz: Tensor, rl: Tensor, sl: Tensor, n: int
+) -> Tensor:
+    """HSIC₁ for all pairs: ``kz [a, n²]``, ``lz [b, n²]`` → ``[a, b]``."""
+    trace = kz @ lz.T
+    cross = rk @ rl.T
+    return (trace + torch.outer(sk, sl) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * cross) / (
+        n * (n - 3)
+    )
+
+
+def hsic_unbiased(k: Tensor, l: Tensor) -> Tensor:  # noqa: E741
+    """Unbiased HSIC estimator of Song et al. (2012) for two ``[n, n]`` Gram matrices, n ≥ 4.
+
+    With ``K̃``, ``L̃`` the Grams with zeroed diagonals:
+    ``HSIC₁ = [tr(K̃L̃) + (1ᵀK̃1)(1ᵀL̃1)/((n−1)(n−2)) − 2/(n−2) · 1ᵀK̃L̃1] / (n(n−3))``.
+    """
+    n = k.shape[-1]
+    if n < 4:
+        raise ValueError(f"hsic_unbiased: Gram matrices of shape {tuple(k.shape)}; needs n ≥ 4")
+    kz, rk, sk = _hsic_terms(k.to(torch.float64))
+    lz, rl, sl = _hsic_terms(l.to(torch.float64))
+    return _hsic_from_terms(kz[None], rk[None], sk[None], lz[None], rl[None], sl[None], n)[0, 0]
+
+
+_CKA_DEF = (
+    "Minibatch linear CKA (Nguyen, Raghu & Kornblith 2021): "
+    "CKA = mean_b HSIC₁(K_b, L_b) / sqrt(mean_b HSIC₁(K_b, K_b) · mean_b HSIC₁(L_b, L_b)), "
+    "K_b = X_b X_bᵀ, L_b = Y_b Y_bᵀ on the per-image flattened features of each minibatch, "
+    "HSIC₁ the unbiased estimator of Song et al. (2012)."
+)
+
+
+class _CKABase(Accumulator):
+    definition = _CKA_DEF
+
+    def __init__(
+        self,
+        pool: Pool = "none",
+        dtype: torch.dtype = torch.float32,
+        skip_small_batches: bool = False,
+    ) -> None:
+        super().__init__()
+        if pool not in ("none", "avg"):
+            raise ValueError(f"{type(self).__name__}: `pool` must be 'none' or 'avg', got {pool!r}")
+        self.pool: Pool = pool
+        self.dtype = dtype
+        self.skip_small_batches = skip_small_batches
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "kernel": "linear",
+            "hsic": "unbiased (Song et al. 2012), per minibatch",
+            "skip_small_batches": self.skip_small_batches,
+        }
+
+    def _skipped(self, *feats: object) -> bool:
+        """With ``skip_small_batches``, count a batch of < 4 images and report it skipped."""
+        small = [f for f in feats if _too_small(f)]
+        if not (self.skip_small_batches and small):
+            return False
+        x = small[0]
+        assert isinstance(x, Tensor)
+        self._state("n_skipped_images", device=x.device).add_(x.shape[0])
+        return True
+
+    def _add_counts(self, n: int, device: torch.device) -> None:
+        self._state("n_batches", device=device).add_(1)
+        self._state("n_images", device=device).add_(n)
+        self._state("n_skipped_images", device=device)
+
+    def _counts(self) -> dict[str, int]:
+        s = self._states
+        if "n_batches" not in s:
+            raise RuntimeError(
+                f"{type(self).__name__}.compute(): every batch so far had fewer than 4 images "
+                "and was skipped"
+            )
+        return {
+            "n_batches": int(s["n_batches"]),
+            "n_images": int(s["n_images"]),
+            "n_skipped_images": int(s["n_skipped_images"]),
+        }
+
+
+class LinearCKA(_CKABase):
+    """Minibatch linear CKA between two representations of the same images.
+
+    ``update(x, y)`` takes two feature batches of the same ``B ≥ 4`` images (any shapes
+    ``[B, ...]``; they need not match each other). Each image's features are flattened
+    (``pool="none"``, the default: CKA over all ``C·H·W`` values) or averaged over the
+    spatial positions first (``pool="avg"``: CKA of the ``C``-dim pooled descriptors).
+    Per minibatch, the linear Grams ``K = XXᵀ`` and ``L = YYᵀ`` enter the unbiased HSIC
+    estimator; the three HSIC values are summed over minibatches and
+
+        ``CKA = Σ_b HSIC₁(K_b, L_b) / sqrt(Σ_b HSIC₁(K_b, K_b) · Σ_b HSIC₁(L_b, L_b))``.
+
+    The estimator is unbiased for each minibatch, so the result does not drift with the
+    batch size the way the biased full-data CKA does, but it does depend (mildly) on how
+    images are grouped into minibatches. It is invariant to orthogonal transforms and
+    isotropic scaling of either representation. The Grams are formed in ``dtype`` after
+    centring the features (exact for this estimator), the HSIC arithmetic is float64.
+    A batch of fewer than 4 images raises, or with ``skip_small_batches=True`` (e.g. the
+    last batch of a DataLoader) is skipped and counted in ``n_skipped_images``.
+    States: three sums + counts (summed across ranks by :meth:`sync`).
+    """
+
+    def update(self, x: Tensor, y: Tensor) -> None:
+        """Add one minibatch: ``x`` and ``y`` are features ``[B, ...]`` of the same B images."""
+        owner = "LinearCKA.update"
+        if self._skipped(x, y):
+            return
+        fx = _flatten(owner, "x", x, self.pool)
+        fy = _flatten(owner, "y", y, self.pool)
+        if fx.shape[0] != fy.shape[0]:
+            raise ValueError(
+                f"{owner}: `x` has shape {tuple(x.shape)} and `y` has shape {tuple(y.shape)}; "
+                "they must have the same batch size (the same images)"
+            )
+        n = fx.shape[0]
+        kz, rk, sk = _hsic_terms(linear_gram(fx, self.dtype))
+        lz, rl, sl = _hsic_terms(linear_gram(fy.to(fx.device), self.dtype))
+        stack_z = torch.stack([kz, lz])
+        stack_r = torch.stack([rk, rl])
+        stack_s = torch.stack([sk, sl])
+        h = _hsic_from_terms(stack_z, stack_r, stack_s, stack_z, stack_r, stack_s, n)
+        dev = fx.device
+        self._state("hsic_xy", device=dev).add_(h[0, 1])
+        self._state("hsic_xx", device=dev).add_(h[0, 0])
+        self._state("hsic_yy", device=dev).add_(h[1, 1])
+        self._add_counts(n, dev)
+
+    def compute(self) -> dict[str, Any]:
+        self._require_updated()
+        counts = self._counts()
+        s = self._states
+        den = float(s["hsic_xx"]) * float(s["hsic_yy"])
+        cka = float(s["hsic_xy"]) / math.sqrt(den) if den > 0 else float("nan")
+        return {"cka": cka, **counts}
+
+
+class CKAMatrix(_CKABase):
+    """Minibatch linear CKA between every layer of one list and every layer of another.
+
+    ``update(xs, ys)`` takes two sequences of feature batches of the same images (e.g.
+    the captured layers of the baseline and of a variant); ``ys=None`` compares ``xs``
+    with itself. Each Gram and its self-HSIC is computed once per minibatch and every
+    pair's HSIC comes from one matrix product. ``compute()["cka"]`` is the
+    ``[len(xs), len(ys)]`` matrix, entry ``(i, j)`` equal to :class:`LinearCKA` on
+    ``(xs[i], ys[j])`` with the same settings. States: ``[a, b]``, ``[a]``, ``[b]`` sums.
+    """
+
+    def _terms(self, arg: str, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, int]:
+        owner = "CKAMatrix.update"
+        if isinstance(feats, Tensor) or not isinstance(feats, Sequence) or not feats:
+            raise TypeError(f"{owner}: `{arg}` must be a non-empty sequence of tensors [B, ...]")
+        flat = [_flatten(owner, f"{arg}[{i}]", f, self.pool) for i, f in enumerate(feats)]
+        n = flat[0].shape[0]
+        for i, f in enumerate(flat):
+            if f.shape[0] != n:
+                raise ValueError(
+                    f"{owner}: `{arg}[{i}]` has batch size {f.shape[0]}, `{arg}[0]` has {n}; "
+                    "all features must come from the same images"
+                )
+        dev = flat[0].device
+        grams = torch.stack([linear_gram(f.to(dev), self.dtype) for f in flat])
+        kz, rk, sk = _hsic_terms(grams)
+        return kz, rk, sk, n
+
+    def update(self, xs: Sequence[Tensor], ys: Sequence[Tensor] | None = None) -> None:
+        """Add one minibatch: ``xs[i]`` and ``ys[j]`` are features ``[B, ...]`` of the same images."""
+        feats = [xs] if isinstance(xs, Tensor) else [*xs, *(ys or [])]
+        if self._skipped(*feats):
+            return
+        kz, rk, sk, n = self._terms("xs", xs)
+        if ys is None:
+            lz, rl, sl, m = kz, rk, sk, n
+        else:
+            lz, rl, sl, m = self._terms("ys", ys)
+            lz, rl, sl = lz.to(kz.device), rl.to(kz.device), sl.to(kz.device)
+        if m != n:
+            raise ValueError(
+                f"CKAMatrix.update: `xs` have batch size {n}, `ys` have {m}; "
+                "they must be the same images"
+            )
+        dev = kz.device
+        hxy = _hsic_from_terms(kz, rk, sk, lz, rl, sl, n)
+        hxx = _hsic_self(kz, rk, sk, n)
+        hyy = _hsic_self(lz, rl, sl, n)
+        self._state("hsic_xy", tuple(hxy.shape), device=dev).add_(hxy)
+        self._state("hsic_xx", tuple(hxx.shape), device=dev).add_(hxx)
+        self._state("hsic_yy", tuple(hyy.shape), device=dev).add_(hyy)
+        self._add_counts(n, dev)
+
+    def compute(self) -> dict[str, Any]:
+        self._require_updated()
+        counts = self._counts()
+        s = self._states
+        den = torch.outer(s["hsic_xx"], s["hsic_yy"])
+        cka = torch.where(den > 0, s["hsic_xy"] / den.clamp_min(1e-300).sqrt(), float("nan"))
+        return {"cka": cka.cpu(), **counts}
+
+
+def _hsic_self(kz: Tensor, rk: Tensor, sk: Tensor, n: int) -> Tensor:
+    """HSIC₁(K, K) for each Gram of a stack (the diagonal of :func:`_hsic_from_terms`)."""
+    num = (kz * kz).sum(-1) + sk * sk / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (rk * rk).sum(-1)
+    return num / (n * (n - 3))
