@@ -1,0 +1,29 @@
+"""Pictures of feature maps, CAMs and model comparisons (matplotlib only, no pyplot).
+
+Every figure function returns a :class:`matplotlib.figure.Figure` and, given ``path``, also
+saves it as PNG. Inputs may be torch tensors (any device or dtype) or numpy arrays.
+"""
+
+from ._common import figure_to_array, figure_to_png_bytes, save_figure
+from .cams import cam_grid, cam_panel, overlay, overlay_batch
+from .compare import bar_chart, gate_histograms, gate_profiles, metric_curves, scatter_tradeoff
+from .features import compare_feature_maps, feature_grid, feature_grid_array, save_channels
+
+__all__ = [
+    "bar_chart",
+    "cam_grid",
+    "cam_panel",
+    "compare_feature_maps",
+    "feature_grid",
+    "feature_grid_array",
+    "figure_to_array",
+    "figure_to_png_bytes",
+    "gate_histograms",
+    "gate_profiles",
+    "metric_curves",
+    "overlay",
+    "overlay_batch",
+    "save_channels",
+    "save_figure",
+    "scatter_tradeoff",
+]
