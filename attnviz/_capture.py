@@ -136,7 +136,7 @@ class CapturePlan:
 
 
 def _prefix(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
+    return f"{path}.{name}" if path and name else path or name
 
 
 def _is_leaf_type(module: nn.Module) -> bool:

@@ -150,6 +150,8 @@ class NamedTracer(fx.Tracer):
             return True
         if isinstance(m, CONTAINERS) and type(m).forward is nn.Sequential.forward:
             return False
+        if getattr(type(m), "_attnviz_base_class", None) is not None:
+            return False  # rewritten by surgery: trace into it to reach its blocks
         if self._leaf_types and isinstance(m, self._leaf_types):
             return True
         if next(iter(m.children()), None) is None:

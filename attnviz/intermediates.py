@@ -60,18 +60,38 @@ def _shapes(plan: CapturePlan, example_input: torch.Tensor | None) -> dict[str, 
     if cached is not None and example_input is None:
         return cached
     model = plan.model
-    x = example_input if example_input is not None else default_example_input(model)
     tree, forward = build_capture(plan, plan.names(), strict=False)
     holder = nn.Module()
     holder.model = tree
-    try:
-        _, values = run_eval(model, forward, holder, x)
-    except Exception as exc:
+    if example_input is not None:
+        candidates = [example_input]
+    else:
+        first = default_example_input(model)
+        smaller = [
+            first.new_empty(*first.shape[:2], s, s).normal_()
+            for s in (128, 64, 32)
+            if s < first.shape[-1]
+        ]
+        candidates = [first, *smaller]
+    error: Exception | None = None
+    for x in candidates:
+        try:
+            _, values = run_eval(model, forward, holder, x)
+            break
+        except Exception as exc:
+            error = error or exc
+    else:
+        x = candidates[0]
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        tried = (
+            ""
+            if len(candidates) == 1
+            else f" (and at {[tuple(c.shape[-2:]) for c in candidates[1:]]})"
+        )
         raise RuntimeError(
-            f"running {type(model).__name__} on an example input of shape {shape} failed "
-            f"({type(exc).__name__}: {exc}); pass example_input= with an input the model accepts"
-        ) from exc
+            f"running {type(model).__name__} on an example input of shape {shape} failed{tried} "
+            f"({type(error).__name__}: {error}); pass example_input= with an input the model accepts"
+        ) from error
     shapes = {n: tuple(v.shape) for n, v in values.items() if isinstance(v, torch.Tensor)}
     plan._shapes = shapes  # type: ignore[attr-defined]
     return shapes
@@ -150,7 +170,7 @@ def resolve_names(
                     "intermediate",
                     sel,
                     plan.names(),
-                    hint="list_intermediates(model) shows every name",
+                    hint="list_intermediates(model) shows every name" + _inside_untraced(plan, sel),
                 )
             if not type_ok(sel, types):
                 raise ValueError(
@@ -191,6 +211,17 @@ def resolve_names(
             )
         chosen.extend(hits)
     return sorted(dict.fromkeys(chosen), key=order.get)
+
+
+def _inside_untraced(plan: CapturePlan, name: str) -> str:
+    """Explain an unknown name that lies inside a module whose forward could not be traced."""
+    for path, failure in plan.failures.items():
+        if path and name.startswith(path + "."):
+            return (
+                f". '{path}' ({failure.module_type}) could not be traced, so only its output "
+                f"and its submodules' values exist: {failure.op}"
+            )
+    return ""
 
 
 def _outermost_calls(plan: CapturePlan, names: list[str]) -> list[str]:

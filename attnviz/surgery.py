@@ -108,12 +108,13 @@ def _node_names(plan: CapturePlan) -> dict[tuple[str, fx.Node], list[Value]]:
 
 
 def _graph_parts(plan: CapturePlan) -> dict[str, Any]:
-    parts, stack = {}, [plan.root]
-    while stack:
-        part = stack.pop()
+    """Graph parts of the plan, in the order the model runs them."""
+    parts, queue = {}, [plan.root]
+    while queue:
+        part = queue.pop(0)
         if part.kind == "graph":
             parts[part.path] = part
-        stack.extend(part.children)
+        queue.extend(part.children)
     return parts
 
 
@@ -159,11 +160,17 @@ def _residual_sites(plan: CapturePlan, shapes: dict[str, tuple[int, ...]]) -> li
             a, b = node.args[0], node.args[1]
             if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
                 continue
-            names_a, names_b = by_node.get((path, a)), by_node.get((path, b))
-            if not names_a or not names_b:
+            if a.op == "get_attr" or b.op == "get_attr":
                 continue
-            shape_a, shape_b = shapes.get(names_a[0].name), shapes.get(names_b[0].name)
-            if shape_a is None or shape_a != shape_b or len(shape_a) != 4:
+            names_a, names_b = by_node.get((path, a), []), by_node.get((path, b), [])
+            out_names = by_node.get((path, node))
+            out_shape = shapes.get(out_names[0].name) if out_names else None
+            if out_shape is None or len(out_shape) != 4:
+                continue
+            # both inputs have the output's shape (a module input, a placeholder, has no name)
+            if any(shapes.get(n[0].name) != out_shape for n in (names_a, names_b) if n):
+                continue
+            if not names_a and not names_b:
                 continue
             scope = node.meta["attnviz_scope"]
             da, db = _in_scope_depth(a, scope), _in_scope_depth(b, scope)
@@ -174,17 +181,43 @@ def _residual_sites(plan: CapturePlan, shapes: dict[str, tuple[int, ...]]) -> li
             chosen = next((v for v in branch if v.scope == owner), None)
             if chosen is not None:
                 sites.append((chosen.name, owner))
-    return sites
+    order = {n: i for i, n in enumerate(plan.names())}
+    return sorted(sites, key=lambda site: order[site[0]])
 
 
-def _on_trunk(model: nn.Module, path: str) -> bool:
-    """A module on the trunk: every module between it and the root is a Sequential."""
+def _on_trunk(model: nn.Module, path: str, root: str) -> bool:
+    """A module on the trunk below ``root``: every module between them is a Sequential."""
+    if root and not path.startswith(root + "."):
+        return False
     parent = _parent(path)
-    while parent:
+    while parent != root and parent:
         if not _is_sequential(model.get_submodule(parent)):
             return False
         parent = _parent(parent)
     return True
+
+
+def _runs(plan: CapturePlan, shapes: dict[str, tuple[int, ...]], root: str) -> list[list[str]]:
+    """Trunk module outputs below ``root``, grouped into runs of equal spatial size."""
+    model = plan.model
+    runs: list[list[str]] = []
+    last = None
+    for name in plan.names():
+        value = plan.values[name]
+        shape = shapes.get(name)
+        if value.module is None or shape is None or len(shape) != 4 or shape[2] * shape[3] <= 1:
+            continue
+        if isinstance(
+            model.get_submodule(value.module), nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d
+        ):
+            continue
+        if value.module == root or not _on_trunk(model, value.module, root):
+            continue
+        if shape[2:] != last:
+            runs.append([])
+            last = shape[2:]
+        runs[-1].append(name)
+    return runs
 
 
 def _stage_sites(plan: CapturePlan, shapes: dict[str, tuple[int, ...]]) -> list[str]:
@@ -194,6 +227,8 @@ def _stage_sites(plan: CapturePlan, shapes: dict[str, tuple[int, ...]]) -> list[
     Sequentials), in execution order, grouped into runs of equal H x W; each
     run gives its last candidate among the outermost ones (``layer1``, not
     ``layer1.1``; a stage, not the norm that starts the next downsampling).
+    When the model wraps its network in a submodule (``self.backbone``), the
+    trunk is looked for inside the submodule that gives the most runs.
     """
     model = plan.model
     info = getattr(model, "feature_info", None)
@@ -201,25 +236,19 @@ def _stage_sites(plan: CapturePlan, shapes: dict[str, tuple[int, ...]]) -> list[
         names = [d["module"] for d in info]
         if all(n in plan.values and n in shapes for n in names):
             return names
-    candidates = []
-    for name in plan.names():
-        value = plan.values[name]
-        shape = shapes.get(name)
-        if value.module is None or shape is None or len(shape) != 4 or shape[2] * shape[3] <= 1:
-            continue
-        module = model.get_submodule(value.module)
-        if isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
-            continue
-        if not _on_trunk(model, value.module):
-            continue
-        candidates.append((name, shape[2:]))
-    runs: list[list[str]] = []
-    for i, (name, res) in enumerate(candidates):
-        if i == 0 or candidates[i - 1][1] != res:
-            runs.append([])
-        runs[-1].append(name)
+    best = _runs(plan, shapes, "")
+    if len(best) < 2:
+        for root, module in model.named_modules():
+            if (
+                root
+                and not _is_sequential(module)
+                and next(iter(module.children()), None) is not None
+            ):
+                runs = _runs(plan, shapes, root)
+                if len(runs) > len(best):
+                    best = runs
     stages = []
-    for run in runs:
+    for run in best:
         depth = min(plan.values[n].module.count(".") for n in run)
         stages.append([n for n in run if plan.values[n].module.count(".") == depth][-1])
     return stages
@@ -249,7 +278,7 @@ def _selector_sites(
                     sel,
                     valid,
                     hint="where= takes 'residual', 'stages', module-name globs or module types; "
-                    "attnviz.list_intermediates(model) lists every name",
+                    "attnviz.list_intermediates(model) lists every name" + _trace_note(plan),
                 )
         elif is_module_type(sel):
             hits = [
@@ -297,6 +326,18 @@ def _attr_name(module: nn.Module, base: str, taken: set[str]) -> str:
     return name
 
 
+def _trace_note(plan: CapturePlan) -> str:
+    """Which modules could not be traced (their insides have no sites), and why."""
+    if not plan.failures:
+        return ""
+    parts = [
+        f"{f.path or 'the top level'} ({f.module_type}): {f.op}" for f in plan.failures.values()
+    ]
+    return ". These modules could not be traced, so their insides offer no sites: " + "; ".join(
+        parts
+    )
+
+
 def _plan_sites(
     model: nn.Module, plan: CapturePlan, shapes: dict[str, tuple[int, ...]], where: Where
 ) -> list[Site]:
@@ -305,15 +346,17 @@ def _plan_sites(
         if not pairs:
             raise SurgeryError(
                 f"{type(model).__name__} has no residual adds (two equal-shaped 4-D feature maps summed); "
-                "use where='stages' or a selector such as where=nn.Conv2d"
+                "use where='stages' or a selector such as where=nn.Conv2d" + _trace_note(plan)
             )
         residual = True
     else:
-        names = (
-            _stage_sites(plan, shapes)
-            if isinstance(where, str) and where == "stages"
-            else _selector_sites(plan, shapes, where)
-        )
+        stages = isinstance(where, str) and where == "stages"
+        names = _stage_sites(plan, shapes) if stages else _selector_sites(plan, shapes, where)
+        if not names:
+            raise SurgeryError(
+                f"found no stage outputs (4-D feature maps on the trunk) in {type(model).__name__}; "
+                "pass a selector such as where=nn.Conv2d or a module-name glob" + _trace_note(plan)
+            )
         names = _dedupe_same_value(plan, names)
         pairs = [(n, plan.values[n].scope) for n in names]
         residual = False
@@ -420,7 +463,11 @@ def _rewrite_owner(
 
 
 def _push_down(model: nn.Module, site: Site, value: Value | None) -> Site | None:
-    """Re-home a site at the output of the module that produced it (owner untraceable)."""
+    """Re-home a site at the output of the module that produced it (owner untraceable).
+
+    The block then lives inside that module (``conv1.output_attn``) and the
+    module's output includes it; a Sequential hands the site to its last layer.
+    """
     if value is None or value.module is None or value.name != value.module:
         return None
     path = value.module
@@ -430,8 +477,6 @@ def _push_down(model: nn.Module, site: Site, value: Value | None) -> Site | None
         if not children:
             return None
         path, module = f"{path}.{children[-1][0]}", children[-1][1]
-    if next(iter(module.children()), None) is None:
-        return None
     attr = _attr_name(module, "output_attn", set())
     return Site(site.site, path, "", attr, site.channels, site.shape)
 

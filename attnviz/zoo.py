@@ -105,10 +105,20 @@ def create_model(
     >>> base_reference(m)
     {'ref': 'torchvision:resnet18', 'kwargs': {'num_classes': 10}}
     """
-    source, _name = _split(ref)
+    source, name = _split(ref)
     factory = resolve_factory(ref)
     call_kwargs = dict(kwargs)
-    if pretrained:
+    if weights is not None and source == "timm":
+        # timm's own pretrained path, pointed at a local file (it adapts the classifier too)
+        overlay: dict[str, Any] = {"file": str(weights)}
+        classes = _timm_file_classes(name, weights)
+        if classes is not None:
+            overlay["num_classes"] = (
+                classes  # timm drops the classifier only when the file's differs
+            )
+        call_kwargs.update(pretrained=True, pretrained_cfg_overlay=overlay)
+        weights = None
+    elif pretrained:
         if source == "torchvision":
             call_kwargs["weights"] = "DEFAULT"
         elif source == "timm":
@@ -125,6 +135,18 @@ def create_model(
     _json_check(kwargs, ref)
     setattr(model, _REF_ATTR, {"ref": ref, "kwargs": dict(kwargs)})
     return model
+
+
+def _timm_file_classes(name: str, path: str | Path) -> int | None:
+    """The classifier size stored in a weights file of timm model ``name`` (None if unknown)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    classifier = getattr(cfg, "classifier", None) if cfg is not None else None
+    if not classifier:
+        return None
+    weight = read_state_dict(path).get(f"{classifier}.weight")
+    return int(weight.shape[0]) if weight is not None else None
 
 
 def _json_check(kwargs: Mapping[str, Any], ref: str) -> None:
@@ -278,6 +300,5 @@ def load_base_weights(
         raise KeyError(
             f"the weights lack {len(not_attn)} non-attention key(s), e.g. {not_attn[:5]}"
         )
-    result = model.load_state_dict(state, strict=False)
-    assert not result.unexpected_keys
-    return list(result.missing_keys)
+    model.load_state_dict(state, strict=False)
+    return missing

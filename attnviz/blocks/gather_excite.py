@@ -58,7 +58,12 @@ class GatherExcite(nn.Module):
                 self.gather.add_module(
                     "conv1",
                     create_conv2d(
-                        channels, channels, kernel_size=feat_size, stride=1, depthwise=True
+                        channels,
+                        channels,
+                        kernel_size=feat_size,
+                        stride=1,
+                        padding=0,
+                        depthwise=True,
                     ),
                 )
                 if norm_layer:
