@@ -69,8 +69,37 @@ def _timm_notrace() -> tuple[tuple[type, ...], tuple[Callable, ...]]:
 
 
 def _callable_name(target: Any) -> str:
+    if target in _AUGMENTED:
+        return _AUGMENTED[target]  # `out += x` is named like `out + x`: "add"
     name = getattr(target, "__name__", None) or type(target).__name__
     return name.strip("_") or "op"
+
+
+#: Augmented assignments, recorded as themselves (eager code runs ``out += x`` in
+#: place; a plain FX trace records an out-of-place ``add``), named like their
+#: out-of-place forms.
+_AUGMENTED = {
+    operator.iadd: "add",
+    operator.isub: "sub",
+    operator.imul: "mul",
+    operator.itruediv: "truediv",
+}
+
+
+class _AugmentedProxy(fx.Proxy):
+    """A proxy that records ``+=``, ``-=``, ``*=``, ``/=`` as in-place operators."""
+
+    def __iadd__(self, other):
+        return self.tracer.create_proxy("call_function", operator.iadd, (self, other), {})
+
+    def __isub__(self, other):
+        return self.tracer.create_proxy("call_function", operator.isub, (self, other), {})
+
+    def __imul__(self, other):
+        return self.tracer.create_proxy("call_function", operator.imul, (self, other), {})
+
+    def __itruediv__(self, other):
+        return self.tracer.create_proxy("call_function", operator.itruediv, (self, other), {})
 
 
 def _join(scope: str, name: str) -> str:
@@ -157,6 +186,9 @@ class NamedTracer(fx.Tracer):
         if next(iter(m.children()), None) is None:
             return True
         return super().is_leaf_module(m, module_qualified_name)
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _AugmentedProxy(node, self)
 
     # -- naming ------------------------------------------------------------
     def unique(self, name: str) -> str:

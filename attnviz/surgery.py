@@ -411,7 +411,22 @@ def _seq_getitem(self: nn.Sequential, idx):
 _SEQUENTIAL_VIEW = {"__len__": _seq_len, "__iter__": _seq_iter, "__getitem__": _seq_getitem}
 
 
-def _insert_nodes(graph: fx.Graph, names: dict[str, fx.Node], sites: list[Site]) -> None:
+_OUT_OF_PLACE = {
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+}
+
+
+def _insert_nodes(
+    graph: fx.Graph, names: dict[str, fx.Node], sites: list[Site], safe: dict[str, bool]
+) -> None:
+    """Add a ``call_module`` after each site and rewire the site's users to it.
+
+    An in-place consumer (``out += identity``) stays in place when the block's
+    output allows it, and becomes out-of-place otherwise.
+    """
     output = next(n for n in graph.nodes if n.op == "output")
     for s in sites:
         node = names.get(s.local) if s.local else output.args[0]
@@ -422,11 +437,23 @@ def _insert_nodes(graph: fx.Graph, names: dict[str, fx.Node], sites: list[Site])
         with graph.inserting_after(node):
             new = graph.call_module(s.attr, (node,))
         node.replace_all_uses_with(new, delete_user_cb=lambda user, new=new: user is not new)
+        if not safe.get(s.attr, False):
+            for user in list(new.users):
+                if (
+                    user.op == "call_function"
+                    and user.target in _OUT_OF_PLACE
+                    and user.args[0] is new
+                ):
+                    user.target = _OUT_OF_PLACE[user.target]
     graph.lint()
 
 
 def _rewrite_owner(
-    model: nn.Module, owner: str, sites: list[Site], blocks: dict[str, nn.Module]
+    model: nn.Module,
+    owner: str,
+    sites: list[Site],
+    blocks: dict[str, nn.Module],
+    safe: dict[str, bool],
 ) -> None:
     module = model.get_submodule(owner) if owner else model
     traces = trace_both_modes(module, lambda m: trace(m, shallow=True))
@@ -436,7 +463,7 @@ def _rewrite_owner(
             fns[False] = fns[True]
             break
         t = traces[mode]
-        _insert_nodes(t.graph, t.names, sites)
+        _insert_nodes(t.graph, t.names, sites, safe)
         fns[mode] = compile_graph(t.graph, label=f"surgery:{owner or type(module).__name__}")
     for s in sites:
         module.add_module(s.attr, blocks[s.attr])
@@ -482,7 +509,11 @@ def _push_down(model: nn.Module, site: Site, value: Value | None) -> Site | None
 
 
 def _apply_sites(
-    model: nn.Module, sites: list[Site], blocks: dict[int, nn.Module], plan: CapturePlan | None
+    model: nn.Module,
+    sites: list[Site],
+    blocks: dict[int, nn.Module],
+    safe: dict[int, bool],
+    plan: CapturePlan | None,
 ) -> list[Site]:
     """Rewrite every owner; returns the sites as finally placed."""
     placed: list[Site] = []
@@ -492,7 +523,13 @@ def _apply_sites(
     for owner, idx in by_owner.items():
         group = [sites[i] for i in idx]
         try:
-            _rewrite_owner(model, owner, group, {sites[i].attr: blocks[i] for i in idx})
+            _rewrite_owner(
+                model,
+                owner,
+                group,
+                {sites[i].attr: blocks[i] for i in idx},
+                {sites[i].attr: safe[i] for i in idx},
+            )
             placed.extend(group)
             continue
         except TraceFailure as failure:
@@ -508,7 +545,7 @@ def _apply_sites(
                     f"cannot be traced: {failure}"
                 ) from failure
         for i, m in zip(idx, moved):
-            _rewrite_owner(model, m.owner, [m], {m.attr: blocks[i]})
+            _rewrite_owner(model, m.owner, [m], {m.attr: blocks[i]}, {m.attr: safe[i]})
             placed.append(m)
     order = {s.site: i for i, s in enumerate(sites)}
     return sorted(placed, key=lambda s: order[s.site])
@@ -595,29 +632,46 @@ def attention_keys(model: nn.Module) -> list[str]:
 
 
 # -- public API -------------------------------------------------------------------------
+_SAFE_LAST_OPS = {"MulBackward0", "AddBackward0", "SubBackward0"}
+
+
+def _probe_block(block: nn.Module, shape: tuple[int, ...], attention: str, device, dtype) -> bool:
+    """Check the block keeps the feature shape; return whether its output may be modified in place.
+
+    A consumer such as ``out += identity`` works in place on the block's
+    output; that is only safe when autograd did not save that output (the
+    block ends in a multiplication or an addition, like every built-in block).
+    """
+    probe = torch.zeros((1, *shape[1:]), device=device, dtype=dtype, requires_grad=True)
+    training = block.training
+    block.eval()
+    try:
+        with torch.enable_grad():
+            out = block(probe)
+    finally:
+        block.train(training)
+    if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise SurgeryError(
+            f"attention {attention!r} must keep the feature shape {list(probe.shape)}, it gave {got}"
+        )
+    return out is not probe and type(out.grad_fn).__name__ in _SAFE_LAST_OPS
+
+
 def _build_blocks(
     attention: str, sites: list[Site], init: str, kwargs: dict, device, dtype
-) -> dict[int, nn.Module]:
-    blocks = {}
-    cache: dict[int, nn.Module] = {}
+) -> tuple[dict[int, nn.Module], dict[int, bool]]:
+    """One block per site, each probed once per channel count."""
+    blocks, safe, probed = {}, {}, {}
     for i, s in enumerate(sites):
-        block = attention_block(attention, s.channels, init=init, **kwargs)
-        block.to(device=device, dtype=dtype)
-        if s.shape and s.channels not in cache:
-            probe = torch.zeros((1, *s.shape[1:]), device=device, dtype=dtype)
-            training = block.training
-            block.eval()
-            with torch.no_grad():
-                out = block(probe)
-            block.train(training)
-            if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
-                got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise SurgeryError(
-                    f"attention {attention!r} must keep the feature shape {list(probe.shape)}, it gave {got}"
-                )
-            cache[s.channels] = block
-        blocks[i] = block
-    return blocks
+        block = attention_block(attention, s.channels, init=init, **kwargs).to(
+            device=device, dtype=dtype
+        )
+        key = tuple(s.shape[1:]) if s.shape else None
+        if key not in probed:
+            probed[key] = _probe_block(block, s.shape, attention, device, dtype) if key else False
+        blocks[i], safe[i] = block, probed[key]
+    return blocks, safe
 
 
 def _param_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -665,10 +719,10 @@ def insert_attention(
     shapes = _shapes(plan, x)
     sites = _plan_sites(new, plan, shapes, where)
     device, dtype = _param_device(new)
-    blocks = _build_blocks(info.name, sites, init, block_kwargs, device, dtype)
+    blocks, safe = _build_blocks(info.name, sites, init, block_kwargs, device, dtype)
     for block in blocks.values():
         block.train(new.training)
-    placed = _apply_sites(new, sites, blocks, plan)
+    placed = _apply_sites(new, sites, blocks, safe, plan)
     spec["insertions"].append(
         {
             "attention": info.name,
@@ -698,14 +752,10 @@ def apply_surgery(model: nn.Module, spec: dict[str, Any]) -> nn.Module:
     for ins in spec["insertions"]:
         sites = [Site(**{**s, "shape": tuple(s.get("shape", ()))}) for s in ins["sites"]]
         kwargs = _from_json(ins.get("kwargs", {}))
-        blocks = {
-            i: attention_block(ins["attention"], s.channels, init=ins["init"], **kwargs).to(
-                device=device, dtype=dtype
-            )
-            for i, s in enumerate(sites)
-        }
-        for i, s in enumerate(sites):
-            _rewrite_owner(new, s.owner, [s], {s.attr: blocks[i]})
+        blocks, safe = _build_blocks(ins["attention"], sites, ins["init"], kwargs, device, dtype)
+        for block in blocks.values():
+            block.train(new.training)
+        _apply_sites(new, sites, blocks, safe, None)
         recorded["insertions"].append(copy.deepcopy(ins))
     if spec.get("base") is not None:
         recorded["base"] = copy.deepcopy(spec["base"])

@@ -325,3 +325,18 @@ def test_bad_where_types(tiny_resnet):
 def test_remove_without_surgery(tiny_resnet):
     with pytest.raises(SurgeryError, match="no attention surgery"):
         remove_attention(tiny_resnet)
+
+
+def test_inplace_residual_add_is_kept_only_where_safe(tiny_resnet, x16):
+    """`out += identity` stays in place after SE (its output ends in a multiply), and turns
+    out-of-place after a block whose output autograd saved (a sigmoid), so backward works."""
+    import inspect
+
+    se = insert_attention(tiny_resnet, "se", "residual")
+    assert "+= " in inspect.getsource(type(se.layer1[0]).forward)
+    attnviz.register_attention("squash", lambda c: nn.Sigmoid(), overwrite=True)
+    squash = insert_attention(tiny_resnet, "squash", "residual").train()
+    src = inspect.getsource(type(squash.layer1[0]).forward)
+    assert "+= " not in src and " + " in src
+    squash(x16).sum().backward()
+    assert squash.conv1.weight.grad is not None
