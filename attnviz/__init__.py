@@ -7,6 +7,7 @@ compare models before and after attention.
 
 __version__ = "0.1.0"
 
+from .analysis import Comparison, compare
 from .blocks import Gate, attention_block, list_attention, register_attention
 from .intermediates import list_intermediates, with_intermediates
 from .serialization import load, save
@@ -22,6 +23,7 @@ from .surgery import (
 from .zoo import base_reference, create_model, load_base_weights
 
 __all__ = [
+    "Comparison",
     "Gate",
     "SurgeryError",
     "__version__",
@@ -30,6 +32,7 @@ __all__ = [
     "attention_keys",
     "attention_modules",
     "base_reference",
+    "compare",
     "create_model",
     "insert_attention",
     "list_attention",

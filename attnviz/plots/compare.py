@@ -106,7 +106,9 @@ def gate_histograms(
     overlaid density histogram per model, x in [0, 1] with each model's mean dashed.
 
     ``gates`` is ``{model_name: {layer: values}}``; values of any shape are flattened and
-    clipped to [0, 1] (sigmoid gates). Layers missing from a model are simply not drawn.
+    clipped to [0, 1] (sigmoid gates), or already binned as ``{"histogram": counts,
+    "bin_edges": edges}`` (what :class:`attnviz.metrics.GateStats` computes). Layers
+    missing from a model are simply not drawn.
 
     >>> import torch
     >>> fig = gate_histograms({"SE": {"layer1": torch.rand(1000), "layer2": torch.rand(1000)},
@@ -133,7 +135,23 @@ def gate_histograms(
         for (name, row), color in zip(gates.items(), colors):
             if layer not in row:
                 continue
-            vals = to_numpy(row[layer], f"gates[{name!r}][{layer!r}]").reshape(-1)
+            value = row[layer]
+            if isinstance(value, Mapping) and "histogram" in value:
+                # already binned (a streaming GateStats result): draw its density as stairs
+                counts = to_numpy(value["histogram"], "histogram").reshape(-1).astype(float)
+                bin_edges = to_numpy(value["bin_edges"], "bin_edges").reshape(-1).astype(float)
+                if counts.sum() <= 0:
+                    continue
+                density = counts / counts.sum() / np.diff(bin_edges)
+                ax.stairs(density, bin_edges, fill=True, alpha=0.35, color=color)
+                ax.stairs(density, bin_edges, linewidth=1.2, color=color)
+                mean = value.get(
+                    "mean",
+                    float((counts * (bin_edges[:-1] + bin_edges[1:]) / 2).sum() / counts.sum()),
+                )
+                ax.axvline(float(mean), color=color, linestyle="--", linewidth=1.0)
+                continue
+            vals = to_numpy(value, f"gates[{name!r}][{layer!r}]").reshape(-1)
             vals = np.clip(vals[np.isfinite(vals)], 0.0, 1.0)
             if vals.size == 0:
                 continue

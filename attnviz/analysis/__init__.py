@@ -1,0 +1,6 @@
+"""Before/after comparisons of models: :func:`compare` and its :class:`Comparison`."""
+
+from .compare import CAM_METHODS, compare
+from .comparison import Comparison
+
+__all__ = ["CAM_METHODS", "Comparison", "compare"]
