@@ -242,15 +242,39 @@ def plan_capture(model: nn.Module) -> CapturePlan:
 
 
 # -- building the capturing forward ---------------------------------------------
+def _grad_off():
+    """Switch autograd off until :func:`_grad_leaf`; returns the mode to come back to."""
+    previous = torch.is_grad_enabled()
+    torch._C._set_grad_enabled(False)
+    return previous
+
+
+def _grad_leaf(value, previous):
+    """Switch autograd back on and start the graph at ``value`` (a fresh leaf)."""
+    torch._C._set_grad_enabled(previous)
+    if previous and isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.detach().requires_grad_(True)
+    return value
+
+
 def _capture_graph(
-    t: Trace, module: nn.Module, wanted: dict[str, str], *, emit: bool, strict: bool = True
+    t: Trace,
+    module: nn.Module,
+    wanted: dict[str, str],
+    *,
+    emit: bool,
+    strict: bool = True,
+    grad_from: str | None = None,
 ) -> fx.Graph:
     """Copy ``t.graph`` and make it return (or emit) the nodes named in ``wanted``.
 
     ``wanted`` maps names local to this graph (``""``: the graph's output) to
     the names the user sees. With ``emit=False`` the graph returns
     ``(output, {name: value})``; with ``emit=True`` it returns its usual output
-    and hands the values to the per-call sink.
+    and hands the values to the per-call sink. ``grad_from`` (a local name)
+    runs everything before that value without autograd and makes the value a
+    leaf that requires grad, so a backward stops there and the forward before
+    it saves nothing for one.
     """
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
@@ -258,6 +282,17 @@ def _capture_graph(
     by_local = {local: env[node] for local, node in t.names.items() if node in env}
     if isinstance(out_value, fx.Node):
         by_local[""] = out_value
+    if grad_from is not None:
+        start = by_local[grad_from]
+        first = next(n for n in graph.nodes if n.op != "placeholder")
+        with graph.inserting_before(first):
+            previous = graph.call_function(_grad_off, ())
+        with graph.inserting_after(start):
+            leaf = graph.call_function(_grad_leaf, (start, previous))
+        start.replace_all_uses_with(leaf, delete_user_cb=lambda user: user is not leaf)
+        if out_value is start:
+            out_value = leaf
+        by_local = {k: (leaf if v is start else v) for k, v in by_local.items()}
     records = []
     captured: dict[str, fx.Node] = {}
     for local, full in wanted.items():
@@ -293,13 +328,16 @@ def _forward_for(
     root: str,
     flag: str,
     strict: bool,
+    grad_from: str | None = None,
 ):
     """One function, or a dispatch on ``flag`` (e.g. ``self.training``) when train and eval graphs differ."""
     fns: dict[bool, object] = {}
     for mode in (True, False):
         if mode is False and part.traces[False] is part.traces[True]:
             return fns[True]
-        graph = _capture_graph(part.traces[mode], module, wanted, emit=emit, strict=strict)
+        graph = _capture_graph(
+            part.traces[mode], module, wanted, emit=emit, strict=strict, grad_from=grad_from
+        )
         fns[mode] = compile_graph(
             graph, root=root, label=f"capture:{part.path or type(module).__name__}"
         )
@@ -356,15 +394,25 @@ class _Tree:
 
 
 def build_capture(
-    plan: CapturePlan, names: Sequence[str], *, strict: bool = True
+    plan: CapturePlan, names: Sequence[str], *, strict: bool = True, grad_from: str | None = None
 ) -> tuple[nn.Module, object]:
     """Return ``(model_tree, forward)``: ``forward(wrapper, *args)`` gives ``(out, values)``.
 
     ``wrapper.model`` must be ``model_tree``: ``plan.model`` itself when every
     name lives in the top graph, else a tree of shallow copies sharing every
-    parameter and buffer with it.
+    parameter and buffer with it. ``grad_from`` (a name in the top graph)
+    records autograd only from that value on (see :func:`_capture_graph`).
     """
     wanted = list(dict.fromkeys(names))
+    grad_local = None
+    if grad_from is not None:
+        value = plan.values[grad_from]
+        if plan.root.kind != "graph" or value.part != "":
+            raise ValueError(
+                f"grad_from={grad_from!r} needs the value in the model's top-level graph; "
+                "this model (or this value) is only reachable through its eager fallback"
+            )
+        grad_local = value.local
     by_part: dict[str, dict[str, str]] = {}
     for name in wanted:
         value = plan.values[name]
@@ -399,6 +447,7 @@ def build_capture(
             root="self.model",
             flag="self.model.training",
             strict=strict,
+            grad_from=grad_local,
         )
         if not uses_sink:
             return tree.root, graph_forward

@@ -244,15 +244,26 @@ class IntermediateModel(nn.Module):
     between calls. Switch train/eval on this wrapper.
     """
 
-    def __init__(self, model: nn.Module, tree: nn.Module, forward, names: list[str]):
+    def __init__(
+        self,
+        model: nn.Module,
+        tree: nn.Module,
+        forward,
+        names: list[str],
+        grad_from: str | None = None,
+    ):
         super().__init__()
         self.model = tree
         self.names = list(names)
+        self.grad_from = grad_from
         self._capture_forward = forward
         self._source_model_type = type(model).__name__
 
     def forward(self, *args, **kwargs):
-        return self._capture_forward(self, *args, **kwargs)
+        if self.grad_from is None:
+            return self._capture_forward(self, *args, **kwargs)
+        with torch.set_grad_enabled(torch.is_grad_enabled()):  # restored even if the forward raises
+            return self._capture_forward(self, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"names={self.names}"
@@ -264,6 +275,7 @@ def with_intermediates(
     *,
     example_input: torch.Tensor | None = None,
     types: type | tuple[type, ...] | None = None,
+    grad_from: str | None = None,
 ) -> IntermediateModel:
     """Wrap ``model`` so its forward returns ``(output, {name: tensor})``, without hooks.
 
@@ -272,6 +284,9 @@ def with_intermediates(
     restricts globs to modules of those classes (``"features.*"`` with
     ``types=nn.Conv2d``). Values are exact at the point they are produced,
     also when a later op works in place; gradients flow to them.
+    ``grad_from`` (one of the names) records autograd only from that value
+    on: the forward before it saves nothing for a backward and the value is
+    returned as a leaf, which is what a gradient to one layer (Grad-CAM) needs.
 
     >>> import torch, torchvision
     >>> net = torchvision.models.resnet18().eval()
@@ -283,5 +298,7 @@ def with_intermediates(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     plan = _plan(model)
     chosen = resolve_names(plan, names, types=types, example_input=example_input)
-    tree, forward = build_capture(plan, chosen)
-    return IntermediateModel(model, tree, forward, chosen)
+    if grad_from is not None and grad_from not in chosen:
+        raise ValueError(f"grad_from={grad_from!r} must be one of the captured names {chosen}")
+    tree, forward = build_capture(plan, chosen, grad_from=grad_from)
+    return IntermediateModel(model, tree, forward, chosen, grad_from)

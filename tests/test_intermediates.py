@@ -328,3 +328,23 @@ def test_ddp_wrapping(resnet18, x64, tmp_path):
         assert model.conv1.weight.grad is not None
     finally:
         dist.destroy_process_group()
+
+
+def test_grad_from_records_autograd_only_after_the_layer(resnet18, x64):
+    wrapped = with_intermediates(resnet18, ["layer2", "layer3"], grad_from="layer3")
+    out, feats = wrapped(x64)
+    assert feats["layer3"].is_leaf and feats["layer3"].requires_grad
+    assert not feats["layer2"].requires_grad  # nothing before layer3 was recorded
+    grad = torch.autograd.grad(out[:, 2].sum(), feats["layer3"])[0]
+    _, ref = with_intermediates(resnet18, ["layer3"])(x64)
+    ref_grad = torch.autograd.grad(
+        resnet18.fc(torch.flatten(resnet18.avgpool(resnet18.layer4(ref["layer3"])), 1))[:, 2].sum(),
+        ref["layer3"],
+    )[0]
+    assert torch.allclose(grad, ref_grad, atol=1e-6) and torch.equal(feats["layer3"], ref["layer3"])
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        out, feats = wrapped(x64)
+        assert not out.requires_grad and not torch.is_grad_enabled()
+    with pytest.raises(ValueError, match="must be one of the captured names"):
+        with_intermediates(resnet18, ["layer2"], grad_from="layer3")

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._capture import build_capture
 from ..cam.methods import ACTIVATION_METHODS, GRADIENT_METHODS
-from ..intermediates import with_intermediates
+from ..intermediates import IntermediateModel
 from ..metrics import (
     CamAgreement,
     CamConcentration,
@@ -168,6 +169,18 @@ def _total_batches(data: Any, batch_size: int, max_images: int | None) -> int | 
     return -(-n // bs)
 
 
+def _capturing(model: nn.Module, r, gradient: bool) -> IntermediateModel:
+    """The capturing wrapper from the already-traced plan; autograd recorded only after the CAM layer."""
+    names = r.names()
+    grad_from = r.cam_layer if gradient else None
+    try:
+        tree, forward = build_capture(r.plan, names, grad_from=grad_from)
+    except ValueError:  # the CAM layer sits in an eager fallback part: record everything
+        grad_from = None
+        tree, forward = build_capture(r.plan, names)
+    return IntermediateModel(model, tree, forward, names, grad_from)
+
+
 # -- compare ------------------------------------------------------------------------------------
 def compare(
     models: Mapping[str, nn.Module],
@@ -259,15 +272,14 @@ def compare(
     with _eval_on(models, dev):
         example = first[0][:1].to(dev)
         resolved = resolve_layers(dict(models), layers, cam_layer, example)
-        wrappers = {n: with_intermediates(models[n], resolved[n].names()) for n in names}
+        gradient = any(m in GRADIENT_METHODS for m in methods)
+        wrappers = {n: _capturing(models[n], resolved[n], gradient) for n in names}
         with torch.no_grad():
             out = models[baseline](example)
         if num_classes is None and isinstance(out, Tensor) and out.ndim == 2:
             num_classes = out.shape[1]
         common = list(resolved[baseline].layers)
-        costs = {
-            n: model_cost(models[n], first[0][: min(len(first[0]), 16)].to(dev)) for n in names
-        }
+        costs = {n: model_cost(models[n], first[0][: min(len(first[0]), 4)].to(dev)) for n in names}
 
         acc = {
             "classification": {
@@ -301,8 +313,11 @@ def compare(
         feature_example: dict[str, Tensor] = {}
         grid_layer = common[len(common) // 2]
 
+        pending = [first]
+        del first
+
         def all_batches():
-            yield first
+            yield pending.pop()  # not kept alive for the whole loop
             yield from batches
 
         total = _total_batches(data, batch_size, max_images)
@@ -317,14 +332,14 @@ def compare(
             probs: dict[str, Tensor] = {}
             for n in names:
                 r = resolved[n]
-                x = (
-                    images.detach().clone().requires_grad_(True)
-                )  # a graph exists even for frozen models
+                x = images
+                if wrappers[n].grad_from is None:  # a graph must exist even for frozen models
+                    x = images.detach().clone().requires_grad_(True)
                 with torch.enable_grad():
                     logits, values = wrappers[n](x)
                     act = values[r.cam_layer]
                     grad = None
-                    if any(m in GRADIENT_METHODS for m in methods):
+                    if gradient:
                         score = logits.gather(1, labels[:, None]).sum()
                         grad = torch.autograd.grad(score, act)[0]
                 logits = logits.detach()
@@ -338,7 +353,7 @@ def compare(
                     else:
                         acc["cka"][n][layer].update(base_feats[layer], feat)
                     if seen == 0 and layer == grid_layer:
-                        feature_example[n] = feat[0].cpu()
+                        feature_example[n] = feat[0].to("cpu", copy=True)
                 for g in r.gates:
                     acc["gates"][n][g].update(values[g].detach(), labels)
                 act = act.detach()

@@ -26,13 +26,13 @@ def model_cost(model: nn.Module, batch: torch.Tensor, *, repeats: int = 3) -> di
     FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode` (matmul
     and convolution FLOPs, 2 per multiply-add; elementwise gates count 0, so
     the latency is the honest price of a gate). Latency is the median of
-    ``repeats`` timed forwards of ``batch`` (eval, no grad) divided by its size.
+    ``repeats`` timed forwards of ``batch`` (eval, no grad) divided by its
+    size; keep the batch small, this is the one cost not shared with the metrics.
     """
     params = sum(p.numel() for p in model.parameters())
     attn = sum(p.numel() for b in attention_modules(model).values() for p in b.parameters())
     with FlopCounterMode(display=False) as counter:
-        model(batch[:1])
-    model(batch)  # warm-up
+        model(batch[:1])  # also the warm-up
     times = []
     for _ in range(repeats):
         _sync(batch.device)

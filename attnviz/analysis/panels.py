@@ -50,13 +50,14 @@ class TopDisagreement:
             s = float(scores[i])
             if len(self._heap) == self.n and s <= self._heap[0].score:
                 continue
+            # clones: a slice is a view that would keep the whole batch alive
             panel = Panel(
                 s,
                 next(self._count),
-                images[i].detach().cpu(),
+                images[i].detach().to("cpu", copy=True),
                 int(labels[i]),
-                masks[i].detach().cpu() if masks is not None else None,
-                {m: c[i].detach().cpu() for m, c in cams.items()},
+                masks[i].detach().to("cpu", copy=True) if masks is not None else None,
+                {m: c[i].detach().to("cpu", copy=True) for m, c in cams.items()},
                 {m: float(p[i]) for m, p in probs.items()},
             )
             if len(self._heap) < self.n:

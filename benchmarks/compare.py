@@ -1,0 +1,107 @@
+"""Throughput and memory of compare(), as ratios measured in one run.
+
+* images/s of ``compare`` on two resnet18 models (baseline and +SE) with every
+  metric but faithfulness (deletion / insertion / average drop need perturbed
+  forwards by definition) relative to two plain forwards of the same batches
+  (target <= 1.6x);
+* peak memory of ``compare`` over 128 vs 1024 images of a small model
+  (streaming: target ratio <= 1.1).
+
+Run: ``python benchmarks/compare.py [--images 64] [--batch 16] [--size 224] [--rounds 3] [--device cpu|cuda]``
+(``--quick`` for a small smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torchvision
+from _common import interleaved, peak_memory, table
+from torch.utils.data import DataLoader, TensorDataset
+
+from attnviz import compare, insert_attention
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.images, args.batch, args.size, args.rounds = 16, 8, 96, 1
+    dev = args.device
+    torch.manual_seed(0)
+    base = torchvision.models.resnet18(num_classes=10).eval().to(dev)
+    se = insert_attention(
+        base, "se", example_input=torch.randn(1, 3, args.size, args.size, device=dev)
+    ).eval()
+    n = args.images
+    images = torch.randn(n, 3, args.size, args.size)
+    labels = torch.randint(0, 10, (n,))
+    masks = torch.rand(n, args.size, args.size) > 0.7
+    data = DataLoader(TensorDataset(images, labels, masks), batch_size=args.batch)
+
+    def plain():
+        with torch.no_grad():
+            for x, _, _ in data:
+                x = x.to(dev)
+                base(x)
+                se(x)
+
+    def ours():
+        compare(
+            {"base": base, "se": se}, data, faithfulness=False, panels=4, progress=False, device=dev
+        )
+
+    med = interleaved({"plain": plain, "compare": ours}, rounds=args.rounds, warmup=1, device=dev)
+
+    setup = """
+import torch
+from attnviz import compare, insert_attention
+from attnviz.data import SyntheticShapes
+from attnviz.nets import small_resnet
+torch.manual_seed(0)
+base = small_resnet(10).eval()
+models = {"base": base, "se": insert_attention(base, "se", example_input=torch.randn(1, 3, 64, 64))}
+compare(models, SyntheticShapes(32, split="val"), faithfulness=False, progress=False)  # warm-up
+"""
+    mem = {}
+    for count in (128, 1024) if not args.quick else (32, 128):
+        mem[count] = peak_memory(
+            f"compare(models, SyntheticShapes({count}, split='val'), batch_size=32, faithfulness=False, progress=False)",
+            setup=setup,
+        )
+    lo, hi = sorted(mem)
+    print(
+        f"compare benchmark: resnet18 base + SE, {n} images, batch {args.batch}, {args.size}px, {dev}, median of {args.rounds} rounds"
+    )
+    print(
+        table(
+            [
+                (
+                    "compare time / two plain forwards",
+                    f"{med['compare'] / med['plain']:.2f}x",
+                    "target <= 1.6 (all metrics but faithfulness)",
+                ),
+                (
+                    "compare images/s",
+                    f"{n / med['compare']:.1f}",
+                    f"(plain forwards of both models: {n / med['plain']:.1f} images/s)",
+                ),
+                (
+                    f"peak memory {hi} / {lo} images",
+                    f"{mem[hi] / max(mem[lo], 1):.3f}",
+                    f"target <= 1.1 (small_resnet, 64px; {mem[lo] / 2**20:.0f} vs {mem[hi] / 2**20:.0f} MiB)",
+                ),
+            ]
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
