@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from .analysis import Comparison, compare
 from .blocks import Gate, attention_block, list_attention, register_attention
+from .cam import CamResult, compute_cam, normalize_shared
 from .intermediates import list_intermediates, with_intermediates
 from .serialization import load, save
 from .surgery import (
@@ -23,6 +24,7 @@ from .surgery import (
 from .zoo import base_reference, create_model, load_base_weights
 
 __all__ = [
+    "CamResult",
     "Comparison",
     "Gate",
     "SurgeryError",
@@ -33,12 +35,14 @@ __all__ = [
     "attention_modules",
     "base_reference",
     "compare",
+    "compute_cam",
     "create_model",
     "insert_attention",
     "list_attention",
     "list_intermediates",
     "load",
     "load_base_weights",
+    "normalize_shared",
     "register_attention",
     "remove_attention",
     "save",

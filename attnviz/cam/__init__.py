@@ -1,0 +1,30 @@
+"""Class activation maps in torch: batched, hook-free, one forward for many methods and layers.
+
+>>> import torch, torchvision
+>>> from attnviz.cam import compute_cam
+>>> net = torchvision.models.resnet18(num_classes=10).eval()
+>>> r = compute_cam(net, torch.randn(2, 3, 64, 64), "layer4", "gradcam++")
+>>> tuple(r.maps.shape)
+(2, 64, 64)
+
+:func:`compute_cam` computes Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM,
+HiResCAM, CAM, Score-CAM and Eigen-CAM (formulas in :mod:`attnviz.cam.methods`)
+and returns a :class:`CamResult`; :func:`normalize_shared` puts maps of several
+models on one scale.
+"""
+
+from ._cache import clear_cache
+from .engine import compute_cam
+from .methods import METHODS
+from .normalize import minmax_per_image, normalize_shared, resize_maps
+from .result import CamResult
+
+__all__ = [
+    "METHODS",
+    "CamResult",
+    "clear_cache",
+    "compute_cam",
+    "minmax_per_image",
+    "normalize_shared",
+    "resize_maps",
+]

@@ -1,0 +1,83 @@
+"""Score-CAM channel weights: the model's score of the image masked by each channel.
+
+Score-CAM (Wang et al., CVPRW 2020, arXiv:1910.01279): for each channel ``k``
+the activation ``A^k`` is upsampled to the input size (bilinear,
+``align_corners=False``) and min-max scaled to a mask ``M^k`` in [0, 1] (a flat
+channel gives an all-zero mask); the weight is the model's score for the target
+on ``x ⊙ M^k``; the map is ``ReLU(Σ_k w_k A^k)``.
+
+Two weightings (``scorecam_weights``):
+
+* ``"probability"`` (default; the authors' code): ``w_k`` = softmax probability of
+  the target class on the masked image.
+* ``"softmax"`` (pytorch-grad-cam, torchcam): ``w_k`` = softmax over the channels
+  ``k`` of the target logit on the masked images (subtracting a baseline score,
+  as torchcam does, cancels in this softmax).
+
+With a callable target its value replaces the probability (``"probability"``)
+or the logit (``"softmax"``).
+
+The ``B·C`` masked images go through the model in chunks of ``batch_size``; each
+chunk's masks are upsampled when needed, so memory stays at one chunk.
+pytorch-grad-cam upsamples with ``align_corners=True`` (``UpsamplingBilinear2d``),
+unlike its own final resize and unlike torchcam; ``align_corners=False`` is used
+here, like every other resize in attnviz.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .normalize import minmax_per_image
+from .targets import _call
+
+__all__ = ["SCORECAM_WEIGHTS", "scorecam_weights"]
+
+SCORECAM_WEIGHTS = ("probability", "softmax")
+
+
+def scorecam_weights(
+    forward: Callable[[Tensor], Any],
+    images: Tensor,
+    acts: Tensor,
+    index: Tensor | None,
+    fn: Callable[[Any], Tensor] | None,
+    *,
+    batch_size: int,
+    weights: str = "probability",
+) -> Tensor:
+    """Channel weights ``[B, C]`` for ``acts`` ``[B, C, h, w]`` of ``images`` ``[B, ·, H, W]``."""
+    b, c = acts.shape[:2]
+    size = tuple(images.shape[-2:])
+    flat = acts.detach().flatten(0, 1)[:, None]  # [B·C, 1, h, w]
+    owner = torch.arange(b, device=acts.device).repeat_interleave(c)
+    scores = torch.empty(b * c, dtype=torch.float32, device=acts.device)
+    for start in range(0, b * c, batch_size):
+        stop = min(start + batch_size, b * c)
+        masks = flat[start:stop]
+        if tuple(masks.shape[-2:]) != size:
+            masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+        masks = minmax_per_image(masks)
+        who = owner[start:stop]
+        output = forward(images[who] * masks.to(images.dtype))
+        scores[start:stop] = _score(output, who, index, fn, weights).float()
+    scores = scores.view(b, c)
+    if weights == "softmax":
+        return torch.softmax(scores, dim=1)
+    return scores
+
+
+def _score(
+    output: Any, who: Tensor, index: Tensor | None, fn: Callable[[Any], Tensor] | None, mode: str
+) -> Tensor:
+    if fn is not None:
+        return _call(fn, output, who.shape[0])
+    cls = index.to(output.device)[who]
+    if mode == "probability":
+        return torch.softmax(output.float(), dim=1).gather(1, cls[:, None])[:, 0]
+    return output.gather(1, cls[:, None])[:, 0]
