@@ -21,10 +21,13 @@ modules that failed to trace (see :func:`trace_deep`).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import linecache
 import operator
 import traceback
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -277,12 +280,45 @@ def trace(module: nn.Module, *, shallow: bool = False, leaves: Iterable[str] = (
     """
     tracer = NamedTracer(shallow=shallow, leaves=leaves)
     try:
-        graph = tracer.trace(module)
+        with _hooks_suspended(module) as hooked:
+            graph = tracer.trace(module)
     except Exception as exc:
         failed_path = getattr(exc, "_attnviz_failed_path", "")
         failed = module.get_submodule(failed_path) if failed_path else module
         raise TraceFailure(failed_path, failed, exc) from exc
-    return _make_trace(graph, tracer)
+    result = _make_trace(graph, tracer)
+    lost = sorted(
+        {c.path for c in result.calls if not c.leaf and c.path in hooked} | ({""} & hooked)
+    )
+    if lost:
+        warnings.warn(
+            f"forward hooks on {[p or type(module).__name__ for p in lost]} will not run in the rewritten "
+            "forward (attnviz traces through these modules); hooks on leaf modules (convolutions, "
+            "norms, activations...) still run",
+            stacklevel=3,
+        )
+    return result
+
+
+@contextlib.contextmanager
+def _hooks_suspended(module: nn.Module):
+    """Detach forward hooks while tracing, so users' hooks never see proxies.
+
+    Yields the paths of modules that had hooks (restored afterwards).
+    """
+    saved = {}
+    for path, m in module.named_modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            saved[path] = (m, m._forward_hooks, m._forward_pre_hooks)
+            m._forward_hooks, m._forward_pre_hooks = (
+                type(m._forward_hooks)(),
+                type(m._forward_pre_hooks)(),
+            )
+    try:
+        yield set(saved)
+    finally:
+        for m, hooks, pre_hooks in saved.values():
+            m._forward_hooks, m._forward_pre_hooks = hooks, pre_hooks
 
 
 def trace_deep(module: nn.Module, *, max_retries: int = 256) -> Trace:
@@ -351,17 +387,17 @@ def may_mutate(user: fx.Node, root: nn.Module) -> bool:
 
 
 # -- code generation ---------------------------------------------------------
-_counter = itertools.count()
-
-
 def compile_graph(graph: fx.Graph, *, root: str = "self", label: str = "forward") -> Callable:
     """Turn a graph into a plain Python function ``forward(self, ...)``.
 
     The source is registered with :mod:`linecache`, so tracebacks,
-    ``inspect.getsource`` and ``torch.compile`` see real code.
+    ``inspect.getsource`` and ``torch.compile`` see real code. The key is the
+    source's hash: the same graph traced again reuses its entry, so the cache
+    grows with the number of distinct graphs, not with the number of traces.
     """
     code = graph.python_code(root_module=root)
-    key = f"<attnviz:{label}:{next(_counter)}>"
+    digest = hashlib.sha1(code.src.encode()).hexdigest()[:16]
+    key = f"<attnviz:{label}:{digest}>"
     linecache.cache[key] = (len(code.src), None, code.src.splitlines(True), key)
     namespace = dict(code.globals)
     exec(compile(code.src, key, "exec"), namespace)

@@ -348,3 +348,31 @@ def test_grad_from_records_autograd_only_after_the_layer(resnet18, x64):
         assert not out.requires_grad and not torch.is_grad_enabled()
     with pytest.raises(ValueError, match="must be one of the captured names"):
         with_intermediates(resnet18, ["layer2"], grad_from="layer3")
+
+
+def test_user_hooks_never_see_proxies_and_lost_ones_are_reported(resnet18, x64):
+    seen: list[str] = []
+    h1 = resnet18.layer4.register_forward_hook(lambda m, i, o: seen.append(type(o).__name__))
+    h2 = resnet18.layer4[0].conv1.register_forward_hook(
+        lambda m, i, o: seen.append("conv:" + type(o).__name__)
+    )
+    try:
+        with pytest.warns(UserWarning, match=r"hooks on \['layer4'\] will not run"):
+            wrapped = with_intermediates(resnet18, ["layer3"])
+        assert not any("Proxy" in s for s in seen)
+        seen.clear()
+        wrapped(x64)
+        assert seen == ["conv:Tensor"]  # the leaf's hook runs, the traced-through module's does not
+    finally:
+        h1.remove()
+        h2.remove()
+
+
+def test_repeated_tracing_does_not_grow_linecache(resnet18):
+    import linecache
+
+    with_intermediates(resnet18, ["layer4"])
+    n = len(linecache.cache)
+    for _ in range(5):
+        with_intermediates(resnet18, ["layer4"])
+    assert len(linecache.cache) == n
