@@ -164,8 +164,8 @@ def _register_optional() -> None:
     for module in (
         "attnviz.training.cli",
         "attnviz.cam.cli",
-        "attnviz.compare_cli",
-        "attnviz.study",
+        "attnviz.analysis.cli",
+        "attnviz.study.cli",
     ):
         try:
             importlib.import_module(module)

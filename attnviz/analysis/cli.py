@@ -1,0 +1,149 @@
+"""``attnviz compare BASELINE OTHER... --data synthetic|PATH --out DIR``: the before/after study."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import register
+
+__all__ = ["model_label", "write_outputs"]
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="baseline first, then variants: recipes, checkpoints or references",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="'synthetic' (the built-in validation split), 'synthetic:N', or an image folder",
+    )
+    p.add_argument(
+        "--masks", help="folder of masks beside an image folder (same relative paths, PNG)"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: report.html, summary.csv, table.csv, comparison.json, figures/",
+    )
+    p.add_argument(
+        "--names", nargs="+", help="display names, one per model (default: recipe/run/file names)"
+    )
+    p.add_argument("--images", type=int, help="use at most this many images")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--layers", nargs="+", default=["stages"], help="'stages' or layer names / globs"
+    )
+    p.add_argument("--cam-layer", help="layer for CAMs (default: the last compared layer)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["gradcam"],
+        help="CAM methods; the first drives agreement and faithfulness",
+    )
+    p.add_argument(
+        "--no-faithfulness",
+        action="store_true",
+        help="skip deletion/insertion and average drop (they need extra forwards)",
+    )
+    p.add_argument(
+        "--faithfulness-images",
+        type=int,
+        default=256,
+        help="images used for faithfulness (default 256)",
+    )
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic validation split")
+
+
+def model_label(ref: str) -> str:
+    """A short display name for a model reference: recipe name, run folder or file stem."""
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml"):
+        from ..recipes import load_recipe
+
+        return load_recipe(path).name
+    if path.is_dir():
+        return path.name
+    if path.suffix == ".safetensors":
+        return path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
+    return ref.split(":", 1)[-1]
+
+
+def write_outputs(result, out: str | Path) -> dict[str, Path]:
+    """Write the report, the tables and the figures of a comparison into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "table": result.to_csv(out / "table.csv"),
+        "summary": result.summary_to_csv(out / "summary.csv"),
+    }
+    result.to_json(out / "comparison.json")
+    paths["json"] = out / "comparison.json"
+    result.save_figures(out / "figures")
+    paths["figures"] = out / "figures"
+    paths["report"] = result.report(out / "report.html")
+    return paths
+
+
+def _dataset(spec: str, masks: str | None, info, seed: int):
+    from ..data import build_dataset
+
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        if masks:
+            raise ValueError("--masks is for image folders; synthetic images carry their own masks")
+        return build_dataset(spec, split="val", size=info.size[0], seed=seed)
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"--data {spec!r}: no such folder (or use 'synthetic')")
+    return build_dataset(
+        path, split="val", size=info.size[0], masks_root=masks, mean=info.mean, std=info.std
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..inputs import input_info
+    from ..recipes import load_model
+    from . import compare
+
+    if args.names and len(args.names) != len(args.models):
+        raise ValueError(f"--names has {len(args.names)} entries for {len(args.models)} models")
+    names = args.names or [model_label(m) for m in args.models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be distinct, got {names}; pass --names")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    models = {n: load_model(ref) for n, ref in zip(names, args.models)}
+    info = input_info(models[names[0]], args.models[0])
+    data = _dataset(args.data, args.masks, info, args.seed)
+    layers = args.layers[0] if args.layers == ["stages"] else args.layers
+    result = compare(
+        models,
+        data,
+        layers=layers,
+        cam_layer=args.cam_layer,
+        cam_methods=args.methods,
+        max_images=args.images,
+        device=device,
+        batch_size=args.batch_size,
+        faithfulness=not args.no_faithfulness,
+        faithfulness_images=args.faithfulness_images,
+        class_names=info.class_names,
+    )
+    paths = write_outputs(result, args.out)
+    print(result.summary_text())
+    print(f"\nreport: {paths['report']}")
+    return 0
+
+
+register(
+    "compare",
+    "compare a baseline with its attention variants: metrics, figures, HTML report",
+    _configure,
+    _run,
+)

@@ -1,0 +1,96 @@
+"""``attnviz cam``: CAM overlays of one image for a recipe, a checkpoint or a model reference."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..cli import register
+
+__all__: list[str] = []
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        required=True,
+        help="recipe (.yaml), checkpoint (.safetensors / run folder) or reference",
+    )
+    p.add_argument("--image", required=True, help="an image file (PNG, JPEG, ...)")
+    p.add_argument("--layer", help="capturable layer name (default: the model's last stage output)")
+    p.add_argument(
+        "--method", nargs="+", default=["gradcam"], help="one or more CAM methods (one panel each)"
+    )
+    p.add_argument("--target", type=int, help="class index (default: the predicted class)")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize the image to this (default: the model's)",
+    )
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (0-1)")
+
+
+def _default_layer(model, x) -> str:
+    from .._capture import plan_capture
+    from ..intermediates import _shapes
+    from ..surgery import _stage_sites
+
+    plan = plan_capture(model)
+    stages = _stage_sites(plan, _shapes(plan, x))
+    if not stages:
+        raise ValueError(
+            "could not find the model's stage outputs; pass --layer (see `attnviz layers MODEL`)"
+        )
+    return stages[-1]
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import plots
+    from ..inputs import input_info, load_image
+    from ..recipes import load_model
+    from . import compute_cam
+
+    if not 0 < args.alpha <= 1:
+        raise ValueError(f"--alpha must be in (0, 1], got {args.alpha}")
+    model = load_model(args.model).eval()
+    info = input_info(model, args.model)
+    if args.size:
+        info.size = tuple(args.size)
+    x, shown = load_image(args.image, info)
+    layer = args.layer or _default_layer(model, x)
+    with torch.no_grad():
+        logits = model(x)
+    probs = logits.softmax(1)[0]
+    target = int(probs.argmax()) if args.target is None else args.target
+    if not 0 <= target < probs.numel():
+        raise ValueError(
+            f"--target {target} is out of range: the model has {probs.numel()} classes"
+        )
+    result = compute_cam(model, x, layer, args.method, targets=target)
+    cams = {m: result[m, layer][0] for m in result.by_method}
+    name = info.class_name(target)
+    label = f"{name} (class {target})" if info.class_names else name
+    title = f"{label}, P={float(probs[target]):.3f}; layer {layer}"
+    plots.cam_panel(shown, cams, alpha=args.alpha, title=title, path=args.out)
+    top = probs.topk(min(3, probs.numel()))
+    print(f"wrote {args.out}: {', '.join(cams)} at {layer} for {label}")
+    print(
+        "top classes: "
+        + ", ".join(
+            f"{info.class_name(int(k))} {float(p):.3f}" for p, k in zip(top.values, top.indices)
+        )
+    )
+    return 0
+
+
+register("cam", "CAM overlays (Grad-CAM and friends) of one image", _configure, _run)
+
+if __name__ == "__main__":  # pragma: no cover
+    from ..cli import main
+
+    sys.exit(main(["cam", *sys.argv[1:]]))
