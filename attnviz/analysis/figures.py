@@ -90,6 +90,10 @@ def _cam_panels(c: Comparison) -> Figure | None:
     if not c.panels:
         return None
     images = torch.stack([p.image for p in c.panels])
+    if c.denormalize is None:  # normalisation unknown: stretch each image to [0, 1] for display
+        flat = images.flatten(1)
+        lo, hi = flat.amin(1)[:, None, None, None], flat.amax(1)[:, None, None, None]
+        images = (images - lo) / (hi - lo).clamp_min(1e-12)
     cams = {}
     for n in c.names:
         cams[n] = torch.stack([p.cams[n] for p in c.panels])
