@@ -17,7 +17,7 @@ import argparse
 
 import torch
 import torchvision
-from _common import interleaved, peak_memory, table
+from _common import add_common_args, describe, interleaved, peak_memory, setup_threads, table
 from torch.utils.data import DataLoader, TensorDataset
 
 from attnviz import compare, insert_attention
@@ -28,10 +28,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    add_common_args(parser)
+    parser.set_defaults(rounds=3)
     args = parser.parse_args()
+    setup_threads(args.threads)
     if args.quick:
         args.images, args.batch, args.size, args.rounds = 16, 8, 96, 1
     dev = args.device
@@ -78,7 +78,7 @@ compare(models, SyntheticShapes(32, split="val"), faithfulness=False, progress=F
         )
     lo, hi = sorted(mem)
     print(
-        f"compare benchmark: resnet18 base + SE, {n} images, batch {args.batch}, {args.size}px, {dev}, median of {args.rounds} rounds"
+        f"compare benchmark: resnet18 base + SE, {n} images, batch {args.batch}, {args.size}px, {describe(args)}"
     )
     print(
         table(

@@ -17,7 +17,7 @@ import argparse
 import timm
 import torch
 import torchvision
-from _common import interleaved, peak_memory, table
+from _common import add_common_args, describe, interleaved, peak_memory, setup_threads, table
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from attnviz import with_intermediates
@@ -29,10 +29,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    add_common_args(parser)
+    parser.set_defaults(rounds=7)
     args = parser.parse_args()
+    setup_threads(args.threads)
     if args.quick:
         args.batch, args.size, args.rounds = 2, 96, 3
     dev = args.device
@@ -117,8 +117,8 @@ x = torch.randn({args.batch}, 3, {args.size}, {args.size}, device={dev!r})
         mem[grad] = ours_mem / max(plain_mem, 1)
 
     print(
-        f"intermediates benchmark: resnet50, capture {LAYERS}, batch {args.batch}, {args.size}px, {dev}, "
-        f"median of {args.rounds} interleaved rounds"
+        f"intermediates benchmark: resnet50, capture {LAYERS}, batch {args.batch}, {args.size}px, "
+        f"{describe(args)}"
     )
     print(
         table(

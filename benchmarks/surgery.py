@@ -17,7 +17,7 @@ import time
 import timm
 import torch
 import torchvision
-from _common import interleaved, table
+from _common import add_common_args, describe, interleaved, setup_threads, table
 
 from attnviz import insert_attention
 
@@ -26,10 +26,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    add_common_args(parser)
+    parser.set_defaults(rounds=7)
     args = parser.parse_args()
+    setup_threads(args.threads)
     if args.quick:
         args.batch, args.size, args.rounds = 2, 96, 3
     dev = args.device
@@ -84,7 +84,7 @@ def main() -> None:
         device=dev,
     )
     print(
-        f"surgery benchmark: resnet50 + SE on the residual branch, batch {args.batch}, {args.size}px, {dev}, median of {args.rounds} interleaved rounds"
+        f"surgery benchmark: resnet50 + SE on the residual branch, batch {args.batch}, {args.size}px, {describe(args)}"
     )
     print(
         table(
