@@ -89,12 +89,14 @@ class FeatureStats(Accumulator):
             )
         dev = x.device
         sq = x.square()
+        # per-channel partial sums in the input dtype (H x W terms each), totals in float64
+        channel_energy = sq.sum(dim=(2, 3))
         self._state("n_values", device=dev).add_(x.numel())
-        self._state("sum", device=dev).add_(x.sum(dtype=torch.float64))
-        self._state("sum_sq", device=dev).add_(sq.sum(dtype=torch.float64))
-        self._state("n_zeros", device=dev).add_((x == 0).sum())
+        self._state("sum", device=dev).add_(x.sum(dim=(2, 3)).sum(dtype=torch.float64))
+        self._state("sum_sq", device=dev).add_(channel_energy.sum(dtype=torch.float64))
+        self._state("n_zeros", device=dev).add_(x.numel() - torch.count_nonzero(x))
 
-        gini = _gini(sq.sum(dim=(2, 3)))
+        gini = _gini(channel_energy)
         ent = normalised_entropy(sq.sum(dim=1).flatten(1))
         alive = torch.isfinite(gini) & torch.isfinite(ent)
         self._state("n_images", device=dev).add_(x.shape[0])
