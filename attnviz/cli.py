@@ -157,25 +157,16 @@ def _run_layers(args: argparse.Namespace) -> int:
 register("layers", "list the capturable intermediate values of a model", _layers_args, _run_layers)
 
 
-def _register_optional() -> None:
-    """Commands whose modules register themselves when imported."""
+def _register_commands() -> None:
+    """Import the modules whose commands register themselves (train, cam, compare, demo, ablate)."""
     import importlib
 
-    for module in (
-        "attnviz.training.cli",
-        "attnviz.cam.cli",
-        "attnviz.analysis.cli",
-        "attnviz.study.cli",
-    ):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module and not module.startswith(exc.name or "\0"):
-                raise
+    for name in ("training", "cam", "analysis", "study"):  # their order on the help screen
+        importlib.import_module(f"attnviz.{name}.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    _register_optional()
+    _register_commands()
     parser = argparse.ArgumentParser(
         prog="attnviz",
         description="What does channel attention change inside a CNN? Surgery, intermediates, CAMs and before/after studies.",

@@ -88,6 +88,12 @@ def _check(recipe: Recipe, where: str) -> None:
     for key in ("base_kwargs", "block_kwargs", "train"):
         if not isinstance(getattr(recipe, key), dict):
             raise RecipeError(f"{where}: {key} must be a mapping, got {getattr(recipe, key)!r}")
+    from .training.config import TrainError, settings_from_dict
+
+    try:
+        settings_from_dict(recipe.train, source="train")
+    except TrainError as exc:
+        raise RecipeError(f"{where}: {exc}") from exc
 
 
 def recipe_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Recipe:

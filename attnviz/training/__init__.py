@@ -1,0 +1,33 @@
+"""Training modified models: recipes in, checkpointed and resumable runs out.
+
+:func:`train` trains a recipe (``models/*.yaml``) on the built-in synthetic
+shapes or an image folder, in one process or under ``torchrun`` (DDP), with
+atomic per-epoch checkpoints, bit-exact resume on CPU, tqdm progress and
+TensorBoard. ``python train.py`` and ``attnviz train`` are its command line.
+
+- :func:`train` -> :class:`TrainResult` (``out_dir``, ``checkpoint``,
+  ``best_checkpoint``, ``metrics``, ``model``, ``resumed_from_epoch``, ``finished``)
+- :func:`evaluate`: loss and accuracy of a model over a loader
+- :func:`build_loaders`: the train/val loaders of a data spec (the val split is
+  a function of the data spec and the settings only)
+- :class:`TrainSettings` / :func:`settings_from_dict`: the recipe's ``train:`` keys
+- ``FINETUNE_MODES``: ``all``, ``attention``, ``attention+head``
+"""
+
+from .config import TrainError, TrainSettings, parse_set, settings_from_dict
+from .finetune import FINETUNE_MODES
+from .loaders import build_loaders
+from .loop import evaluate
+from .runner import TrainResult, train
+
+__all__ = [
+    "FINETUNE_MODES",
+    "TrainError",
+    "TrainResult",
+    "TrainSettings",
+    "build_loaders",
+    "evaluate",
+    "parse_set",
+    "settings_from_dict",
+    "train",
+]
