@@ -10,12 +10,12 @@ import base64
 import html
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from ._atomic import atomic_write_text
 from .plots import figure_to_png_bytes
 
 if TYPE_CHECKING:
@@ -151,8 +151,4 @@ attnviz {__version__}, {stamp}.</p>
 {_definitions(c)}
 </body></html>
 """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, page)

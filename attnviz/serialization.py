@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._atomic import atomic_write, atomic_write_json
 from .surgery import apply_surgery, surgery_spec
 
 __all__ = ["load", "read_spec", "save"]
 
 _META_KEY = "attnviz_spec"
-
-
-def _atomic_replace(tmp: str, path: Path) -> None:
-    os.replace(tmp, path)
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
@@ -56,19 +52,8 @@ def save(model: nn.Module, path: str | os.PathLike, *, extra: dict[str, Any] | N
     if extra is not None:
         spec["extra"] = json.loads(json.dumps(extra))
     text = json.dumps(spec)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_model(model, tmp, metadata={_META_KEY: text})
-        _atomic_replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    sidecar = path.with_suffix(".json")
-    fd, tmp = tempfile.mkstemp(prefix=f".{sidecar.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(spec, f, indent=2)
-    _atomic_replace(tmp, sidecar)
+    atomic_write(path, lambda tmp: save_model(model, tmp, metadata={_META_KEY: text}))
+    atomic_write_json(path.with_suffix(".json"), spec, indent=2)
     return path
 
 

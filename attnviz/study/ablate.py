@@ -16,7 +16,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -26,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from .._atomic import atomic_write_json
 from .grid import Cell, Grid, load_grid
 
 __all__ = ["AblationResult", "run_grid"]
@@ -55,14 +55,6 @@ class AblationResult:
     summary: list[dict[str, Any]]
     failed: dict[str, str]
     paths: dict[str, Path]
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-    os.replace(tmp, path)
 
 
 def _cell_recipe(grid: Grid, cell: Cell) -> dict[str, Any]:
@@ -183,7 +175,7 @@ def run_cell(
     metrics["train_time_s"] = train_metrics.get("train_time_s")
     metrics["val_acc_training"] = train_metrics.get("val_acc")
     record = {**cell.to_dict(), "metrics": metrics}
-    _write_json(out / "result.json", record)
+    atomic_write_json(out / "result.json", record, default=str)
     return record
 
 
@@ -357,9 +349,10 @@ def run_grid(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = grid.cells()
-    _write_json(
+    atomic_write_json(
         out / "grid.json",
         {"grid": {k: v for k, v in vars(grid).items()}, "cells": [c.to_dict() for c in cells]},
+        default=str,
     )
     todo = [c for c in cells if not (out / "cells" / c.id / "result.json").is_file()]
     done = len(cells) - len(todo)
@@ -374,7 +367,7 @@ def run_grid(
 
     def failed(cell: Cell, exc: BaseException | str) -> None:
         text = exc if isinstance(exc, str) else "".join(traceback.format_exception(exc))
-        _write_json(
+        atomic_write_json(
             out / "cells" / cell.id / "error.json",
             {"cell": cell.to_dict(), "error": str(text).strip().splitlines()[-1]},
         )

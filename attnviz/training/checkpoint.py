@@ -31,9 +31,7 @@ import json
 import os
 import random
 import re
-import tempfile
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from .._atomic import atomic_write, atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "Checkpoint",
@@ -64,31 +64,7 @@ def _stem(epoch: int) -> str:
     return f"epoch-{epoch:04d}"
 
 
-# -- atomic files ---------------------------------------------------------------------------
-def _atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """Write through ``write(tmp_path)`` then ``os.replace`` into ``path``; never a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    return _atomic(Path(path), lambda tmp: Path(tmp).write_bytes(data))
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    return atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
-
-
+# -- atomic files: attnviz._atomic ----------------------------------------------------------
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Parse a JSON file; raises ``ValueError`` naming it when it is unreadable or not JSON."""
     try:
@@ -204,7 +180,7 @@ def save_checkpoint(
     stem = _stem(epoch)
     weights = save(model, directory / f"{stem}.safetensors", extra={"epoch": epoch})
     tensors, meta = flatten_optimizer(optimizer)
-    optim = _atomic(
+    optim = atomic_write(
         directory / f"{stem}.optim.safetensors",
         lambda tmp: save_file(tensors, tmp, metadata={"format": str(FORMAT)}),
     )
