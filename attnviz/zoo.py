@@ -12,6 +12,7 @@ import contextlib
 import copy
 import importlib
 import json
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,10 @@ def create_model(
     ``pretrained=True`` uses the library's own download (torchvision's
     default weights, timm's pretrained tag); ``weights`` loads a local file
     of the base model (safetensors, or a torch file read with
-    ``weights_only=True``).
+    ``weights_only=True``). With a ``num_classes`` other than the weights',
+    everything but the classifier (the last ``nn.Linear``) is loaded and the
+    classifier keeps its initialisation, with a warning: the usual start for
+    fine-tuning ImageNet weights on another dataset (timm does the same itself).
 
     >>> m = create_model("torchvision:resnet18", num_classes=10)
     >>> base_reference(m)
@@ -108,19 +112,22 @@ def create_model(
     source, name = _split(ref)
     factory = resolve_factory(ref)
     call_kwargs = dict(kwargs)
+    state: Mapping[str, torch.Tensor] | None = None
     if weights is not None and source == "timm":
-        # timm's own pretrained path, pointed at a local file (it adapts the classifier too)
+        # timm's own pretrained path, pointed at a local file (it adapts the classifier too:
+        # it drops the file's classifier only when its class count differs)
         overlay: dict[str, Any] = {"file": str(weights)}
         classes = _timm_file_classes(name, weights)
         if classes is not None:
-            overlay["num_classes"] = (
-                classes  # timm drops the classifier only when the file's differs
-            )
+            overlay["num_classes"] = classes
         call_kwargs.update(pretrained=True, pretrained_cfg_overlay=overlay)
-        weights = None
+    elif weights is not None:
+        state = read_state_dict(weights)
     elif pretrained:
         if source == "torchvision":
-            call_kwargs["weights"] = "DEFAULT"
+            state = _torchvision_weights_for_other_classes(name, kwargs)
+            if state is None:
+                call_kwargs["weights"] = "DEFAULT"
         elif source == "timm":
             call_kwargs["pretrained"] = True
         else:
@@ -130,11 +137,70 @@ def create_model(
     model = factory(**call_kwargs)
     if not isinstance(model, nn.Module):
         raise TypeError(f"{ref!r} returned {type(model).__name__}, not an nn.Module")
-    if weights is not None:
-        model.load_state_dict(read_state_dict(weights), strict=True)
+    if state is not None:
+        _load_with_new_head(model, state, ref)
     _json_check(kwargs, ref)
     setattr(model, _REF_ATTR, {"ref": ref, "kwargs": dict(kwargs)})
     return model
+
+
+def _torchvision_weights_for_other_classes(
+    name: str, kwargs: Mapping[str, Any]
+) -> dict[str, torch.Tensor] | None:
+    """torchvision's default weights as a state_dict when ``num_classes`` differs from theirs.
+
+    torchvision refuses ``weights=`` with another class count; attnviz builds the
+    model with the asked-for head and loads the rest (see :func:`_load_with_new_head`).
+    None when torchvision can load them itself.
+    """
+    from torchvision.models import get_model_weights
+
+    classes = kwargs.get("num_classes")
+    default = get_model_weights(name).DEFAULT
+    if classes is None or classes == len(default.meta.get("categories") or []):
+        return None
+    return default.get_state_dict(progress=True, check_hash=True)
+
+
+def _classifier_name(model: nn.Module) -> str | None:
+    """The qualified name of the model's last ``nn.Linear`` (its classifier), or None."""
+    name = None
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            name = n
+    return name
+
+
+def _load_with_new_head(model: nn.Module, state: Mapping[str, torch.Tensor], ref: str) -> None:
+    """Load a base model's weights; a classifier of another class count keeps its initialisation.
+
+    Every other key must match in name and shape (a strict load). This is the
+    usual way to fine-tune ImageNet weights on a dataset with fewer classes.
+    """
+    own = model.state_dict()
+    head = _classifier_name(model)
+    fresh = [
+        k
+        for k in (f"{head}.weight", f"{head}.bias")
+        if head is not None
+        and k in state
+        and k in own
+        and state[k].shape != own[k].shape
+        and state[k].shape[1:] == own[k].shape[1:]
+    ]
+    if not fresh:
+        model.load_state_dict(state, strict=True)
+        return
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in state.items() if k not in fresh}, strict=False
+    )
+    if unexpected or sorted(missing) != sorted(fresh):
+        model.load_state_dict(state, strict=True)  # raises torch's error, naming every key
+    warnings.warn(
+        f"{ref}: the weights' classifier {head!r} has {state[fresh[0]].shape[0]} outputs and the "
+        f"model {own[fresh[0]].shape[0]}: it keeps its random initialisation (fine-tune it)",
+        stacklevel=3,
+    )
 
 
 def _timm_file_classes(name: str, path: str | Path) -> int | None:

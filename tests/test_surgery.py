@@ -15,6 +15,7 @@ from attnviz import (
     SurgeryError,
     attention_keys,
     attention_modules,
+    base_reference,
     create_model,
     insert_attention,
     list_intermediates,
@@ -189,6 +190,36 @@ def test_create_model_local_weights_and_pretrained_paths(tmp_path, monkeypatch):
     save_file(tb.state_dict(), str(tmp_path / "t.safetensors"))
     tm = create_model("timm:resnet18", num_classes=5, weights=tmp_path / "t.safetensors")
     assert torch.equal(tm.fc.weight, tb.fc.weight)
+
+
+def test_weights_with_another_class_count_load_all_but_a_new_classifier(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    imagenet = torchvision.models.resnet18()  # 1000 classes
+    save_file(imagenet.state_dict(), str(tmp_path / "r18.safetensors"))
+    with pytest.warns(UserWarning, match=r"classifier 'fc' has 1000 outputs and the model 10"):
+        model = create_model(
+            "torchvision:resnet18", num_classes=10, weights=tmp_path / "r18.safetensors"
+        )
+    ref = imagenet.state_dict()
+    for key, value in model.state_dict().items():
+        if key.startswith("fc."):
+            assert value.shape[0] == 10
+        else:
+            assert torch.equal(value, ref[key]), key
+    assert base_reference(model)["kwargs"] == {"num_classes": 10}  # load() rebuilds a 10-way head
+    # torchvision refuses weights= with num_classes=10 itself; attnviz loads the rest
+    import torchvision.models._api as tv_api
+
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", lambda *a, **k: imagenet.state_dict())
+    with pytest.warns(UserWarning, match="keeps its random initialisation"):
+        pre = create_model("torchvision:resnet18", pretrained=True, num_classes=10)
+    assert torch.equal(pre.layer4[1].conv2.weight, imagenet.layer4[1].conv2.weight)
+    assert pre.fc.out_features == 10
+    # any other mismatch is still a strict load's error naming the key
+    save_file(torchvision.models.resnet34().state_dict(), str(tmp_path / "r34.safetensors"))
+    with pytest.raises(RuntimeError, match=r"layer1\.2"):
+        create_model("torchvision:resnet18", num_classes=10, weights=tmp_path / "r34.safetensors")
 
 
 def test_training_the_modified_model_never_changes_the_original(tiny_resnet):
