@@ -1,4 +1,9 @@
-"""Keep the N images where models disagree most, in bounded memory."""
+"""Keep the N images where models disagree most, in bounded memory, one class per image first.
+
+The panels show, for as many classes as there are panels, each class's most
+disagreeing image (so one hard class cannot fill every row), then fill any rows
+left with the most disagreeing images overall. At most ``2 n`` images are held.
+"""
 
 from __future__ import annotations
 
@@ -25,12 +30,23 @@ class Panel:
 
 
 class TopDisagreement:
-    """A min-heap of the ``n`` most disagreeing images seen so far (CPU copies, n images at most)."""
+    """The ``n`` most disagreeing images seen so far, preferring distinct classes (CPU copies)."""
 
     def __init__(self, n: int):
         self.n = n
-        self._heap: list[Panel] = []
+        self._heap: list[Panel] = []  # the n most disagreeing images overall (a min-heap)
+        self._per_class: dict[int, Panel] = {}  # each class's best, for the n best classes
         self._count = itertools.count()
+
+    def _wanted(self, score: float, label: int) -> tuple[bool, bool]:
+        overall = len(self._heap) < self.n or score > self._heap[0].score
+        best = self._per_class.get(label)
+        if best is not None:
+            return overall, score > best.score
+        weakest = min(self._per_class.values(), default=None)
+        return overall, len(self._per_class) < self.n or (
+            weakest is not None and score > weakest.score
+        )
 
     def offer(
         self,
@@ -44,27 +60,36 @@ class TopDisagreement:
         """Consider a batch; ``scores[i]`` is how much the models disagree on image ``i``."""
         if self.n <= 0:
             return
-        k = min(self.n, scores.numel())
-        top = torch.topk(scores.detach().float().cpu(), k).indices.tolist()
-        for i in top:
-            s = float(scores[i])
-            if len(self._heap) == self.n and s <= self._heap[0].score:
+        order = torch.argsort(scores.detach().float().cpu(), descending=True).tolist()
+        for i in order:
+            s, label = float(scores[i]), int(labels[i])
+            overall, per_class = self._wanted(s, label)
+            if not (overall or per_class):
                 continue
             # clones: a slice is a view that would keep the whole batch alive
             panel = Panel(
                 s,
                 next(self._count),
                 images[i].detach().to("cpu", copy=True),
-                int(labels[i]),
+                label,
                 masks[i].detach().to("cpu", copy=True) if masks is not None else None,
                 {m: c[i].detach().to("cpu", copy=True) for m, c in cams.items()},
                 {m: float(p[i]) for m, p in probs.items()},
             )
-            if len(self._heap) < self.n:
-                heapq.heappush(self._heap, panel)
-            else:
-                heapq.heapreplace(self._heap, panel)
+            if overall:
+                if len(self._heap) < self.n:
+                    heapq.heappush(self._heap, panel)
+                else:
+                    heapq.heapreplace(self._heap, panel)
+            if per_class:
+                if label not in self._per_class and len(self._per_class) >= self.n:
+                    weakest = min(self._per_class.values())
+                    del self._per_class[weakest.label]
+                self._per_class[label] = panel
 
     def panels(self) -> list[Panel]:
-        """Most disagreeing first."""
-        return sorted(self._heap, reverse=True)
+        """One image per class (most disagreeing classes first), then the rest by disagreement."""
+        chosen = sorted(self._per_class.values(), reverse=True)[: self.n]
+        ids = {p.order for p in chosen}
+        rest = [p for p in sorted(self._heap, reverse=True) if p.order not in ids]
+        return chosen + rest[: self.n - len(chosen)]

@@ -214,6 +214,12 @@ def symmetric_limit(*diffs: np.ndarray) -> float:
 # --------------------------------------------------------------------------- figures
 
 
+def difference_title(variant: str, baseline: str, width: int = 20) -> str:
+    """``"se − base"``, on two lines when it would not fit above one panel."""
+    one = f"{variant} − {baseline}"
+    return one if len(one) <= width else f"{variant}\n− {baseline}"
+
+
 def _format_score(score: float | str) -> str:
     return score if isinstance(score, str) else f"P={float(score):.2f}"
 
@@ -336,7 +342,7 @@ def cam_panel(
         diff = cam_difference(maps[a], maps[b], (h, w))
         ax = axes[-1]
         im = _show_difference(ax, diff, symmetric_limit(diff))  # symmetric: 0 is white
-        ax.set_title(f"{titles.get(b, b)} − {titles.get(a, a)}", fontsize=10)
+        ax.set_title(difference_title(titles.get(b, b), titles.get(a, a)), fontsize=10)
         lim = symmetric_limit(diff)
         _bottom_colorbar(
             fig, gs[-1, -1], im, "CAM difference",
@@ -439,7 +445,7 @@ def cam_grid(
     for j, name in enumerate(names, start=1):
         axes[0, j].set_title(name + (" (baseline)" if diffs and j == 1 else ""), fontsize=10)
     for j, v in enumerate(diffs, start=1 + k):
-        axes[0, j].set_title(f"{v} − {base}", fontsize=10)
+        axes[0, j].set_title(difference_title(v, base), fontsize=10)
     _cam_colorbar(fig, gs[-1, 1 : 1 + k], cm)
     if diff_im is not None:
         if shared_scale:
