@@ -113,6 +113,19 @@ def test_a_finished_run_is_returned_without_training(one_epoch):
         assert torch.equal(again.model(x), one_epoch.model(x))
 
 
+def test_a_run_written_before_a_setting_existed_is_still_the_same_run(tmp_path):
+    first = train(_tiny(), out=tmp_path, **QUIET)
+    run_file = first.out_dir / "run.json"
+    run = json.loads(run_file.read_text())
+    del run["identity"]["settings"]["skip_bad_images"]  # as an older attnviz wrote it
+    run_file.write_text(json.dumps(run))
+    assert train(_tiny(), out=tmp_path, **QUIET).resumed_from_epoch == 1
+    run["identity"]["settings"]["lr"] = 0.2  # a real difference is still refused
+    run_file.write_text(json.dumps(run))
+    with pytest.raises(TrainError, match="lr"):
+        train(_tiny(), out=tmp_path, **QUIET)
+
+
 def test_other_settings_in_the_same_folder_are_refused_then_replaced_with_fresh(tmp_path):
     first = train(_tiny(), out=tmp_path, **QUIET)
     with pytest.raises(TrainError, match=r"different recipe or settings.*lr"):
@@ -281,6 +294,21 @@ def test_an_image_folder_trains_through_dataloader_workers(tmp_path):
     assert runs[0].metrics["epochs"][0]["images"] == 16
     a, b = (attnviz.load(r.checkpoint).state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)  # workers do not break reproducibility
+
+
+def test_a_truncated_image_is_an_error_naming_it_or_skipped_when_asked(tmp_path):
+    data = _image_folder(tmp_path / "images", per_class=4)
+    bad = data / "train" / "square" / "2.png"
+    bad.write_bytes(bad.read_bytes()[:60])  # header only: a truncated PNG
+    recipe = _tiny(cache=False, batch_size=4)
+    recipe["base_kwargs"]["num_classes"] = 2
+    with pytest.raises(Exception, match=r"square/2\.png"):
+        train(recipe, data=data, out=tmp_path / "strict", **QUIET)
+    with pytest.warns(UserWarning, match=r"2\.png"):
+        r = train(
+            recipe, data=data, out=tmp_path / "skip", overrides={"skip_bad_images": True}, **QUIET
+        )
+    assert r.metrics["epochs"][0]["images"] == 7  # the other 7 training images
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path):

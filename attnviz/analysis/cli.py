@@ -26,6 +26,11 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "--masks", help="folder of masks beside an image folder (same relative paths, PNG)"
     )
     p.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="skip unreadable image files (and bad masks) with a warning instead of stopping",
+    )
+    p.add_argument(
         "--out",
         required=True,
         help="output folder: report.html, summary.csv, table.csv, comparison.json, figures/",
@@ -90,7 +95,7 @@ def write_outputs(result, out: str | Path) -> dict[str, Path]:
     return paths
 
 
-def _dataset(spec: str, masks: str | None, info, seed: int):
+def _dataset(spec: str, masks: str | None, info, seed: int, skip_bad: bool = False):
     from ..data import build_dataset
 
     if spec == "synthetic" or spec.startswith("synthetic:"):
@@ -101,7 +106,13 @@ def _dataset(spec: str, masks: str | None, info, seed: int):
     if not path.exists():
         raise FileNotFoundError(f"--data {spec!r}: no such folder (or use 'synthetic')")
     return build_dataset(
-        path, split="val", size=info.size[0], masks_root=masks, mean=info.mean, std=info.std
+        path,
+        split="val",
+        size=info.size[0],
+        masks_root=masks,
+        mean=info.mean,
+        std=info.std,
+        skip_bad=skip_bad,
     )
 
 
@@ -120,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = {n: load_model(ref) for n, ref in zip(names, args.models)}
     info = input_info(models[names[0]], args.models[0])
-    data = _dataset(args.data, args.masks, info, args.seed)
+    data = _dataset(args.data, args.masks, info, args.seed, args.skip_bad_images)
     layers = args.layers[0] if args.layers == ["stages"] else args.layers
     result = compare(
         models,

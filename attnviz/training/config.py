@@ -70,6 +70,7 @@ class TrainSettings:
     data_seed: int = 0  # the synthetic images / folder subset; fixed across training seeds
     cache: bool | None = None  # keep decoded images in memory; None: yes for synthetic data
     workers: int = 0  # DataLoader worker processes (uncached data; decoding a cache)
+    skip_bad_images: bool = False  # image folders: skip unreadable files with a warning
     flip: str = "horizontal"  # random flips of each training image: none/horizontal/vertical/both
     # optimiser (timm.optim.create_optimizer_v2)
     opt: str = "sgd"  # timm name: sgd (Nesterov), momentum, adamw, lamb, ...
@@ -191,6 +192,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data_seed": _int(0),
     "cache": _bool(none=True),
     "workers": _int(0, 256),
+    "skip_bad_images": _bool(),
     "flip": _choice(FLIP_MODES),
     "opt": _name,
     "lr": _num(0.0, 100.0, lo_open=True),

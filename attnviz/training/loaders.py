@@ -98,8 +98,8 @@ def build_datasets(
             train = SyntheticShapes(n_train, split="train", **kw)
             val = SyntheticShapes(n_val, split="val", **kw)
             return train, val
-        train = build_dataset(data, "train", size)
-        val = build_dataset(data, "val", size)
+        train = build_dataset(data, "train", size, skip_bad=settings.skip_bad_images)
+        val = build_dataset(data, "val", size, skip_bad=settings.skip_bad_images)
     except (FileNotFoundError, ValueError, TypeError, OSError, RuntimeError) as exc:
         raise TrainError(f"data {os.fspath(data)!r}: {exc}") from exc
     if Path(data).is_dir() and not (Path(data) / "val").is_dir():

@@ -265,6 +265,7 @@ def _decide(plan: _Plan, resume: bool, warn: bool) -> _Decision:
         raise TrainError(
             f"{run_file} is unreadable ({exc}); pass resume=False (--fresh) to start over"
         ) from exc
+    old = _with_new_defaults(old)
     if old != plan.identity:
         diff = "; ".join(_differences(old, plan.identity)[:6])
         raise TrainError(
@@ -285,6 +286,19 @@ def _decide(plan: _Plan, resume: bool, warn: bool) -> _Decision:
     if ckpt is None:
         return _Decision("fresh", None, problems)
     return _Decision("resume", ckpt.epoch, problems)
+
+
+def _with_new_defaults(identity: Any) -> Any:
+    """A stored identity with settings added since it was written filled in at their defaults.
+
+    A setting that a newer attnviz adds (at a default that changes nothing) must
+    not make runs written by an older one look like different runs.
+    """
+    if not isinstance(identity, dict) or not isinstance(identity.get("settings"), dict):
+        return identity
+    defaults = TrainSettings().result_dict()
+    settings = {**{k: v for k, v in defaults.items() if k not in identity["settings"]}}
+    return {**identity, "settings": {**settings, **identity["settings"]}}
 
 
 def _clear(out: Path) -> None:
