@@ -119,15 +119,21 @@ def recipe_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Recipe:
     return recipe
 
 
+def read_yaml(path: str | Path, what: str, error: type[Exception]) -> Any:
+    """Parse a YAML file; a missing file is ``FileNotFoundError``, bad YAML ``error``, both naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {exc}") from exc
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path, "recipe", RecipeError)
     recipe = recipe_from_dict(data, source=str(path))
     recipe.name = recipe.name or path.stem
     return recipe

@@ -8,6 +8,7 @@ run, never as lone absolute times.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -74,6 +75,34 @@ def add_common_args(parser) -> None:
         help="CPU threads (default 1: process CPU time is then a stable clock on a shared machine)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+
+
+def parse_args(
+    doc: str,
+    *,
+    batch: int,
+    size: int,
+    rounds: int,
+    quick: dict[str, int],
+    images: int | None = None,
+) -> argparse.Namespace:
+    """The usual benchmark options (--batch, --size, [--images], common ones); threads set up.
+
+    ``quick``: the values ``--quick`` replaces (smaller sizes for a smoke run).
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if images is not None:
+        parser.add_argument("--images", type=int, default=images)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--size", type=int, default=size)
+    add_common_args(parser)
+    parser.set_defaults(rounds=rounds)
+    args = parser.parse_args()
+    setup_threads(args.threads)
+    if args.quick:
+        for key, value in quick.items():
+            setattr(args, key, value)
+    return args
 
 
 def describe(args) -> str:

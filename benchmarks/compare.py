@@ -13,27 +13,23 @@ Run: ``python benchmarks/compare.py [--images 64] [--batch 16] [--size 224] [--r
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torchvision
-from _common import add_common_args, describe, interleaved, peak_memory, setup_threads, table
+from _common import describe, interleaved, parse_args, peak_memory, table
 from torch.utils.data import DataLoader, TensorDataset
 
 from attnviz import compare, insert_attention
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=224)
-    add_common_args(parser)
-    parser.set_defaults(rounds=3)
-    args = parser.parse_args()
-    setup_threads(args.threads)
-    if args.quick:
-        args.images, args.batch, args.size, args.rounds = 16, 8, 96, 1
+    args = parse_args(
+        __doc__,
+        images=64,
+        batch=16,
+        size=224,
+        rounds=3,
+        quick={"images": 16, "batch": 8, "size": 96, "rounds": 1},
+    )
     dev = args.device
     torch.manual_seed(0)
     base = torchvision.models.resnet18(num_classes=10).eval().to(dev)

@@ -12,12 +12,10 @@ Run: ``python benchmarks/intermediates.py [--batch 8] [--size 224] [--rounds 7] 
 
 from __future__ import annotations
 
-import argparse
-
 import timm
 import torch
 import torchvision
-from _common import add_common_args, describe, interleaved, peak_memory, setup_threads, table
+from _common import describe, interleaved, parse_args, peak_memory, table
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from attnviz import with_intermediates
@@ -26,15 +24,9 @@ LAYERS = ["layer1", "layer2", "layer3", "layer4"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
-    add_common_args(parser)
-    parser.set_defaults(rounds=7)
-    args = parser.parse_args()
-    setup_threads(args.threads)
-    if args.quick:
-        args.batch, args.size, args.rounds = 2, 96, 3
+    args = parse_args(
+        __doc__, batch=8, size=224, rounds=7, quick={"batch": 2, "size": 96, "rounds": 3}
+    )
     dev = args.device
     torch.manual_seed(0)
     model = torchvision.models.resnet50().eval().to(dev)

@@ -10,28 +10,21 @@ Run: ``python benchmarks/surgery.py [--batch 8] [--size 224] [--rounds 7] [--dev
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import timm
 import torch
 import torchvision
-from _common import add_common_args, describe, interleaved, setup_threads, table
+from _common import describe, interleaved, parse_args, table
 
 from attnviz import insert_attention
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
-    add_common_args(parser)
-    parser.set_defaults(rounds=7)
-    args = parser.parse_args()
-    setup_threads(args.threads)
-    if args.quick:
-        args.batch, args.size, args.rounds = 2, 96, 3
+    args = parse_args(
+        __doc__, batch=8, size=224, rounds=7, quick={"batch": 2, "size": 96, "rounds": 3}
+    )
     dev = args.device
     torch.manual_seed(0)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -13,15 +12,6 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from attnviz.metrics import CKAMatrix, LinearCKA, hsic_unbiased
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread avoids thread wake-up costs on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def hsic_u_statistic(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741

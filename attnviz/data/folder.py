@@ -28,6 +28,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .transforms import denormalize as _denormalize
+from .transforms import finish_sample
 from .transforms import normalize as _normalize
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMG_EXTENSIONS", "ImageFolderWithMasks"]
@@ -255,12 +256,8 @@ class ImageFolderWithMasks(Dataset):
             m = Image.fromarray(mask.astype(np.uint8) * 255)
             mask = np.asarray(m.resize((hw[1], hw[0]), Image.Resampling.NEAREST)) > 0
         mask_t = torch.from_numpy(np.ascontiguousarray(mask))
-        if self.transform is not None:
-            from torchvision import tv_tensors
-
-            image, mask_t = self.transform(image, tv_tensors.Mask(mask_t))
-            mask_t = mask_t.as_subclass(torch.Tensor)
-        return _normalize(image, self.mean, self.std), label, mask_t
+        image, mask_t = finish_sample(image, mask_t, self.transform, self.mean, self.std)
+        return image, label, mask_t
 
     def denormalize(self, image: torch.Tensor) -> torch.Tensor:
         """Map a normalised image (``[3,H,W]`` or ``[N,3,H,W]``) back to [0, 1]."""

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .transforms import denormalize as _denormalize
-from .transforms import normalize as _normalize
+from .transforms import finish_sample
 
 __all__ = ["DEMO_TRAINING", "MEAN", "SHAPE_NAMES", "SPLITS", "STD", "SyntheticShapes"]
 
@@ -487,12 +487,8 @@ class SyntheticShapes(Dataset):
                 self._cache[index] = (img, label, mask)
         image = torch.from_numpy(img).float().div_(255.0)
         mask_t = torch.from_numpy(mask)
-        if self.transform is not None:
-            from torchvision import tv_tensors
-
-            image, mask_t = self.transform(image, tv_tensors.Mask(mask_t))
-            mask_t = mask_t.as_subclass(torch.Tensor)
-        return _normalize(image, self.mean, self.std), label, mask_t
+        image, mask_t = finish_sample(image, mask_t, self.transform, self.mean, self.std)
+        return image, label, mask_t
 
     def denormalize(self, image: torch.Tensor) -> torch.Tensor:
         """Map a normalised image (``[3,H,W]`` or ``[N,3,H,W]``) back to [0, 1]."""

@@ -11,6 +11,7 @@ transforms here do too, without torchvision's per-call dispatch cost.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -77,3 +78,23 @@ class RandomFlip:
             f"{type(self).__name__}(horizontal={self.horizontal}, "
             f"vertical={self.vertical}, p={self.p})"
         )
+
+
+def finish_sample(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    transform: Any,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply a joint image+mask ``transform`` (torchvision v2), then normalise the image.
+
+    The mask travels as a ``tv_tensors.Mask`` so geometric transforms move it
+    with the image (nearest-neighbour) and photometric ones leave it alone.
+    """
+    if transform is not None:
+        from torchvision import tv_tensors
+
+        image, mask = transform(image, tv_tensors.Mask(mask))
+        mask = mask.as_subclass(torch.Tensor)
+    return normalize(image, mean, std), mask

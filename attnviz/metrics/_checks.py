@@ -73,3 +73,20 @@ def check_labels(
                 f"got values in [{lo}, {hi}]"
             )
     return labels
+
+
+def class_index(
+    owner: str, labels: object, batch: int, num_classes: int | None, device: torch.device
+) -> Tensor:
+    """Row of each image in a per-class table: its label, or 0 for all when classes are not kept.
+
+    Labels are required when ``num_classes`` is set and refused when it is not,
+    so a per-class statistic never silently pools or drops the classes.
+    """
+    if num_classes is None:
+        if labels is not None:
+            raise ValueError(f"{owner}: got `labels` but it was built without `num_classes`")
+        return torch.zeros(batch, dtype=torch.long, device=device)
+    if labels is None:
+        raise ValueError(f"{owner}: `labels` [B] are required (num_classes={num_classes})")
+    return check_labels(owner, labels, batch, num_classes, device)

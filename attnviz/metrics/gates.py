@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ._base import Accumulator
-from ._checks import check_float, check_labels, check_tensor
+from ._checks import check_float, check_tensor, class_index
 
 __all__ = ["GateStats", "gate_profile"]
 
@@ -115,18 +115,7 @@ class GateStats(Accumulator):
         b, c = profile.shape
         dev = g.device
         k = self.num_classes or 1
-        if self.num_classes is None:
-            if labels is not None:
-                raise ValueError(
-                    f"{owner}: got `labels` but GateStats was built without `num_classes`"
-                )
-            idx = torch.zeros(b, dtype=torch.long, device=dev)
-        else:
-            if labels is None:
-                raise ValueError(
-                    f"{owner}: `labels` [B] are required (num_classes={self.num_classes})"
-                )
-            idx = check_labels(owner, labels, b, self.num_classes, dev)
+        idx = class_index(owner, labels, b, self.num_classes, dev)
 
         lo, hi = self.value_range
         vals = g.flatten()

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._base import Accumulator, ratio
-from ._checks import as_maps, check_labels, check_same_shape, check_tensor
+from ._checks import as_maps, check_same_shape, check_tensor, class_index
 from ._maps import minmax_per_image
 
 __all__ = ["CamLocalisation", "energy_share", "pointing_hits", "threshold_iou"]
@@ -107,18 +107,7 @@ class CamLocalisation(Accumulator):
         dev = s.device
         b = s.shape[0]
         k = self.num_classes or 1
-        if self.num_classes is None:
-            if labels is not None:
-                raise ValueError(
-                    f"{owner}: got `labels` but CamLocalisation was built without `num_classes`"
-                )
-            idx = torch.zeros(b, dtype=torch.long, device=dev)
-        else:
-            if labels is None:
-                raise ValueError(
-                    f"{owner}: `labels` [B] are required (num_classes={self.num_classes})"
-                )
-            idx = check_labels(owner, labels, b, self.num_classes, dev)
+        idx = class_index(owner, labels, b, self.num_classes, dev)
 
         keep = m.flatten(1).any(dim=1)
         self._state("n_images", device=dev).add_(b)

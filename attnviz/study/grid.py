@@ -29,8 +29,6 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .._select import unknown_name_error
 from ..blocks import list_attention
 
@@ -231,11 +229,8 @@ def _check_blocks(grid: Grid) -> None:
 
 def load_grid(path: str | Path) -> Grid:
     """Read and validate a grid file."""
+    from ..recipes import read_yaml
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"grid file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise GridError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path, "grid", GridError)
     return grid_from_dict(data, source=str(path), root=path.parent)
