@@ -102,6 +102,17 @@ def test_grid_runs_and_writes_tables(tmp_path):
     )
 
 
+def test_a_cell_trains_as_a_two_process_torchrun_job(tmp_path):
+    result = run_grid(
+        _grid(tmp_path, attention=["se"]), tmp_path / "out", torchrun=2, progress=False
+    )
+    assert not result.failed and len(result.rows) == 1
+    (cell,) = (tmp_path / "out" / "cells").iterdir()
+    run = json.loads((cell / "train" / "run.json").read_text())
+    assert run["world_size"] == 2 and run["finished"]
+    assert 0 <= result.rows[0]["accuracy"] <= 1
+
+
 def test_ablation_restart_skips_finished_cells(tmp_path):
     grid = _grid(tmp_path)
     out = tmp_path / "out"

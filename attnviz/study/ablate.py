@@ -80,14 +80,15 @@ def _train_torchrun(
     out.mkdir(parents=True, exist_ok=True)
     recipe_path = out / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
-    entry = Path(__file__).resolve().parents[2] / "train.py"
-    cmd = [
+    cmd = [  # the installed module, not the checkout's train.py: works from a wheel too
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={nproc}",
-        str(entry),
+        "-m",
+        "attnviz.training.cli",
+        "--no-progress",
         "--recipe",
         str(recipe_path),
         "--data",

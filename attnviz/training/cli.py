@@ -153,3 +153,8 @@ def _register() -> None:
 
 
 _register()
+
+if (
+    __name__ == "__main__"
+):  # torchrun ... -m attnviz.training.cli (what attnviz ablate --torchrun runs)
+    raise SystemExit(main())
