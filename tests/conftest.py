@@ -67,6 +67,18 @@ class DataDependent(TinyResNet):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class Scaled(nn.Module):
+    """``model`` with its logits multiplied by ``scale`` (Grad-CAM++ scale tests)."""
+
+    def __init__(self, model: nn.Module, scale: float):
+        super().__init__()
+        self.net = model
+        self.scale = scale
+
+    def forward(self, x):
+        return self.net(x) * self.scale
+
+
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give BatchNorms non-trivial statistics so identity checks mean something."""
     g = torch.Generator().manual_seed(seed)

@@ -20,7 +20,7 @@ from attnviz.cam import CamResult, compute_cam, minmax_per_image, normalize_shar
 from attnviz.cam.methods import GRADIENT_METHODS, METHODS
 from attnviz.intermediates import with_intermediates
 
-from .conftest import DataDependent, TinyResNet, randomize_bn
+from .conftest import DataDependent, Scaled, TinyResNet, randomize_bn
 
 GRADIENT = list(GRADIENT_METHODS)
 
@@ -80,16 +80,6 @@ def test_layer_modified_in_place_later_matches_out_of_place_reference(resnet18, 
 
 
 # -- Grad-CAM++ ----------------------------------------------------------------------------
-class Scaled(nn.Module):
-    def __init__(self, model: nn.Module, scale: float):
-        super().__init__()
-        self.net = model
-        self.scale = scale
-
-    def forward(self, x):
-        return self.net(x) * self.scale
-
-
 def eq19_float64(model, x, layer, targets) -> torch.Tensor:
     """Eq. 19 of Chattopadhyay et al. as written (float64, no eps), ReLU'd raw map."""
     out, feats = with_intermediates(model, [layer])(x)

@@ -24,6 +24,8 @@ from torch import nn
 
 from attnviz.cam import compute_cam, minmax_per_image
 
+from .conftest import Scaled
+
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
@@ -35,16 +37,6 @@ PGC = {
     "hirescam": pgc.HiResCAM,
 }
 TOL = 1e-5
-
-
-class Scaled(nn.Module):
-    def __init__(self, model: nn.Module, scale: float):
-        super().__init__()
-        self.net = model
-        self.scale = scale
-
-    def forward(self, x):
-        return self.net(x) * self.scale
 
 
 def resnet(name: str) -> nn.Module:
