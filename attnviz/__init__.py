@@ -5,8 +5,7 @@ capture intermediate values without hooks (:func:`with_intermediates`), and
 compare models before and after attention.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .analysis import Comparison, compare
 from .blocks import Gate, attention_block, list_attention, register_attention
 from .cam import CamResult, compute_cam, normalize_shared

@@ -9,6 +9,8 @@ from functools import lru_cache
 
 from torch import nn
 
+from .errors import UnknownNameError
+
 __all__ = ["closest", "glob_to_regex", "is_glob", "unknown_name_error"]
 
 
@@ -67,19 +69,14 @@ def closest(name: str, choices: Iterable[str], n: int = 8) -> list[str]:
     return list(dict.fromkeys(starts[:n] + best))[:n]
 
 
-def unknown_name_error(kind: str, name: str, choices: Sequence[str], *, hint: str = "") -> KeyError:
+def unknown_name_error(
+    kind: str, name: str, choices: Sequence[str], *, hint: str = ""
+) -> UnknownNameError:
     near = closest(name, choices)
     msg = f"unknown {kind} {name!r}; closest valid: {near}"
     if hint:
         msg += f". {hint}"
-    return _Error(msg)
-
-
-class _Error(KeyError):
-    """A KeyError whose message prints as written (KeyError would quote it)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+    return UnknownNameError(msg)
 
 
 def type_name(t: type) -> str:

@@ -32,6 +32,7 @@ from torch import nn
 
 from ._select import unknown_name_error
 from .blocks import INITS, list_attention
+from .errors import RecipeError
 from .surgery import insert_attention
 from .zoo import create_model, resolve_factory
 
@@ -61,10 +62,6 @@ class Recipe:
 
 
 _KEYS = [f.name for f in fields(Recipe) if f.name != "source"]
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be used; the message names the file and the key."""
 
 
 def _check(recipe: Recipe, where: str) -> None:

@@ -40,11 +40,12 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from ._capture import CapturePlan, Value, default_example_input, plan_capture
 from ._select import glob_to_regex, is_module_type, type_name, unknown_name_error
 from ._tracing import TraceFailure, compile_graph, trace, trace_both_modes
 from .blocks import INITS, attention_block, attention_info
+from .errors import SurgeryError
 
 __all__ = [
     "SurgeryError",
@@ -61,10 +62,6 @@ SPEC_FORMAT = "attnviz.surgery/1"
 WHERE_KEYWORDS = ("residual", "stages")
 
 Where = str | type | Sequence[str | type]
-
-
-class SurgeryError(ValueError):
-    """Surgery could not be done as asked; the message says why and what would work."""
 
 
 @dataclass

@@ -171,3 +171,12 @@ def test_user_block_with_gate_gets_exact_identity():
 def test_register_rejects_bad_names():
     with pytest.raises(ValueError, match="identifier"):
         register_attention("bad-name", lambda c: nn.Identity())
+
+
+def test_simam_on_a_one_by_one_map_is_finite():
+    """A 1x1 map has no spatial variance: SimAM's n = HW - 1 = 0 must not give 0/0 = NaN."""
+    x = torch.randn(2, 4, 1, 1)
+    for init in ("default", "identity"):
+        y = attention_block("simam", 4, init=init)(x)
+        assert torch.isfinite(y).all()
+    assert torch.equal(attention_block("simam", 4, init="identity")(x), x)

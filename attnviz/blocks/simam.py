@@ -14,7 +14,7 @@ class SimAM(nn.Module):
     """Parameter-free 3-D attention from an energy function per neuron.
 
     ``e_inv = (x - mu)^2 / (4 * (var + e_lambda)) + 0.5`` per channel over
-    H x W (var uses n = HW - 1), and ``y = x * sigmoid(e_inv)``. ``channels``
+    H x W (var uses n = HW - 1, at least 1: a 1x1 map has d = 0, not 0/0), and ``y = x * sigmoid(e_inv)``. ``channels``
     is accepted and ignored, for the registry's ``block(channels, **kw)`` rule.
     """
 
@@ -26,7 +26,7 @@ class SimAM(nn.Module):
         self.gate = Gate(gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[2] * x.shape[3] - 1
+        n = max(x.shape[2] * x.shape[3] - 1, 1)
         d = (x - x.mean(dim=(2, 3), keepdim=True)).pow(2)
         v = d.sum(dim=(2, 3), keepdim=True) / n
         e_inv = d / (4 * (v + self.e_lambda)) + 0.5

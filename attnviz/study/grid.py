@@ -31,6 +31,7 @@ from typing import Any
 
 from .._select import unknown_name_error
 from ..blocks import list_attention
+from ..errors import GridError
 
 __all__ = ["Cell", "Grid", "GridError", "load_grid"]
 
@@ -50,10 +51,6 @@ _KEYS = (
 )
 _EVAL_KEYS = ("images", "faithfulness_images", "cam_method", "batch_size")
 _FINETUNE = ("all", "attention", "attention+head")
-
-
-class GridError(ValueError):
-    """An ablation grid that cannot run; raised before any cell starts."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from ..errors import TrainError
+
 __all__ = [
     "AMP_MODES",
     "FLIP_MODES",
@@ -50,10 +52,6 @@ MAX_EPOCHS = 10_000
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "constant", "wsd", "rsqrt", "none")
 FLIP_MODES = ("none", "horizontal", "vertical", "both")
 AMP_MODES = ("none", "bf16", "fp16")
-
-
-class TrainError(ValueError):
-    """Bad training input (settings, data, recipe); raised before anything is written."""
 
 
 @dataclass
