@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
 from ._atomic import atomic_write_text
+from ._version import __version__
 from .plots import figure_to_png_bytes
 
 if TYPE_CHECKING:

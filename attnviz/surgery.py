@@ -40,10 +40,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ._version import __version__
 from ._capture import CapturePlan, Value, default_example_input, plan_capture
 from ._select import glob_to_regex, is_module_type, type_name, unknown_name_error
 from ._tracing import TraceFailure, compile_graph, trace, trace_both_modes
+from ._version import __version__
 from .blocks import INITS, attention_block, attention_info
 from .errors import SurgeryError
 
