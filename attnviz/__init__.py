@@ -9,24 +9,28 @@ from ._version import __version__
 from .analysis import Comparison, compare
 from .blocks import Gate, attention_block, list_attention, register_attention
 from .cam import CamResult, compute_cam, normalize_shared
+from .errors import AttnvizError, FileFormatError, SurgeryError, UntrustedCodeError
 from .intermediates import list_intermediates, with_intermediates
-from .serialization import load, save
+from .serialization import load, load_base_weights, save
 from .surgery import (
-    SurgeryError,
     apply_surgery,
     attention_keys,
     attention_modules,
+    base_reference,
     insert_attention,
     remove_attention,
     surgery_spec,
 )
-from .zoo import base_reference, create_model, load_base_weights
+from .zoo import create_model
 
 __all__ = [
+    "AttnvizError",
     "CamResult",
     "Comparison",
+    "FileFormatError",
     "Gate",
     "SurgeryError",
+    "UntrustedCodeError",
     "__version__",
     "apply_surgery",
     "attention_block",

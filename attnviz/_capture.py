@@ -35,7 +35,6 @@ import torch.fx as fx
 from torch import nn
 
 from ._tracing import (
-    CONTAINERS,
     NamedTracer,
     Trace,
     TraceFailure,
@@ -503,4 +502,4 @@ def run_eval(module: nn.Module, fn, *args):
         restore_mode(saved)
 
 
-__all__ += ["CONTAINERS", "run_eval"]
+__all__ += ["run_eval"]

@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import linecache
 import operator
+import re
 import traceback
 import warnings
 from collections import Counter
@@ -37,8 +38,12 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from .errors import TraceError
+
 __all__ = [
     "CONTAINERS",
+    "OUT_OF_PLACE",
+    "TRACE_INTO_ATTR",
     "ModuleCall",
     "NamedTracer",
     "Trace",
@@ -54,6 +59,10 @@ __all__ = [
 CONTAINERS: tuple[type[nn.Module], ...] = (nn.Sequential,)
 
 _EXTRA_LEAF_TYPES: list[type[nn.Module]] = []
+
+#: A class attribute that makes deep traces enter a module whatever its type (surgery sets
+#: it on the classes it generates, so that their blocks are reachable by name).
+TRACE_INTO_ATTR = "_attnviz_trace_into"
 
 
 def register_leaf(cls: type[nn.Module]) -> type[nn.Module]:
@@ -72,20 +81,30 @@ def _timm_notrace() -> tuple[tuple[type, ...], tuple[Callable, ...]]:
 
 
 def _callable_name(target: Any) -> str:
-    if target in _AUGMENTED:
-        return _AUGMENTED[target]  # `out += x` is named like `out + x`: "add"
+    if target in OUT_OF_PLACE:  # `out += x` is named like `out + x`: "add"
+        return OUT_OF_PLACE[target].__name__.strip("_")
     name = getattr(target, "__name__", None) or type(target).__name__
     return name.strip("_") or "op"
 
 
-#: Augmented assignments, recorded as themselves (eager code runs ``out += x`` in
-#: place; a plain FX trace records an out-of-place ``add``), named like their
-#: out-of-place forms.
-_AUGMENTED = {
-    operator.iadd: "add",
-    operator.isub: "sub",
-    operator.imul: "mul",
-    operator.itruediv: "truediv",
+#: The augmented-assignment operators and their out-of-place forms: the one table of
+#: in-place operators. Tracing records ``+=``, ``-=``, ``*=``, ``/=`` as themselves (eager
+#: code runs ``out += x`` in place; a plain FX trace records an out-of-place ``add``),
+#: named like their out-of-place forms; surgery turns one out of place when the block
+#: before it must keep its output.
+OUT_OF_PLACE = {
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+    operator.ifloordiv: operator.floordiv,
+    operator.imod: operator.mod,
+    operator.ipow: operator.pow,
+    operator.iand: operator.and_,
+    operator.ior: operator.or_,
+    operator.ixor: operator.xor,
+    operator.ilshift: operator.lshift,
+    operator.irshift: operator.rshift,
 }
 
 
@@ -182,7 +201,7 @@ class NamedTracer(fx.Tracer):
             return True
         if isinstance(m, CONTAINERS) and type(m).forward is nn.Sequential.forward:
             return False
-        if getattr(type(m), "_attnviz_base_class", None) is not None:
+        if getattr(type(m), TRACE_INTO_ATTR, False):
             return False  # rewritten by surgery: trace into it to reach its blocks
         if self._leaf_types and isinstance(m, self._leaf_types):
             return True
@@ -348,21 +367,7 @@ def trace_deep(module: nn.Module, *, max_retries: int = 256) -> Trace:
 
 
 # -- in-place detection ------------------------------------------------------
-_INPLACE_OPERATORS = {
-    operator.iadd,
-    operator.isub,
-    operator.imul,
-    operator.itruediv,
-    operator.ifloordiv,
-    operator.imod,
-    operator.ipow,
-    operator.iand,
-    operator.ior,
-    operator.ixor,
-    operator.ilshift,
-    operator.irshift,
-    operator.setitem,
-}
+_INPLACE_OPERATORS = {*OUT_OF_PLACE, operator.setitem}
 
 
 def may_mutate(user: fx.Node, root: nn.Module) -> bool:
@@ -395,6 +400,7 @@ def compile_graph(graph: fx.Graph, *, root: str = "self", label: str = "forward"
     source's hash: the same graph traced again reuses its entry, so the cache
     grows with the number of distinct graphs, not with the number of traces.
     """
+    _check_targets(graph, label)
     code = graph.python_code(root_module=root)
     digest = hashlib.sha1(code.src.encode()).hexdigest()[:16]
     key = f"<attnviz:{label}:{digest}>"
@@ -404,6 +410,32 @@ def compile_graph(graph: fx.Graph, *, root: str = "self", label: str = "forward"
     fn = namespace["forward"]
     fn.__attnviz_source__ = code.src
     return fn
+
+
+_SAFE_TARGET = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+
+
+def _check_targets(graph: fx.Graph, label: str) -> None:
+    """Refuse module/attribute/method names that could break out of the generated source.
+
+    FX writes a ``call_module`` / ``get_attr`` target into the code (as
+    ``getattr(self, "...")`` when it is not an identifier): a name holding a
+    quote or a newline would become code. Names that reach here were already
+    checked where they came from (a spec file is validated on reading); this is
+    the second line of defence, in the code generator itself.
+    """
+    for node in graph.nodes:
+        target = node.target
+        bad = False
+        if node.op in ("call_module", "get_attr"):
+            bad = not isinstance(target, str) or not _SAFE_TARGET.match(target)
+        elif node.op == "call_method":
+            bad = not isinstance(target, str) or not target.isidentifier()
+        if bad:
+            raise TraceError(
+                f"refusing to generate the forward of {label}: {node.op} target {target!r} is not "
+                "a module path or method name (letters, digits, _, - and dots)"
+            )
 
 
 def graph_signature(graph: fx.Graph) -> str:
@@ -441,15 +473,3 @@ def trace_both_modes(
     if graph_signature(traces[True].graph) == graph_signature(traces[False].graph):
         traces[False] = traces[True]
     return traces
-
-
-def node_is_tensor_op(node: fx.Node) -> bool:
-    return node.op in ("call_module", "call_function", "call_method")
-
-
-def dump(trace_: Trace) -> str:  # pragma: no cover - debugging aid
-    return "\n".join(f"{n.meta.get('attnviz_name')}: {n.format_node()}" for n in trace_.graph.nodes)
-
-
-def is_tensor(value: Any) -> bool:
-    return isinstance(value, torch.Tensor)

@@ -48,10 +48,10 @@ def _example(args: argparse.Namespace, model):
     return default_example_input(model)
 
 
-def _load(ref: str):
+def _load(ref: str, trust_code: bool = False):
     from .recipes import load_model
 
-    return load_model(ref)
+    return load_model(ref, trust_code=trust_code)
 
 
 # -- surgery ---------------------------------------------------------------------------
@@ -75,6 +75,12 @@ def _surgery_args(p: argparse.ArgumentParser) -> None:
         metavar=("C", "H", "W"),
         help="example input size (default: from the model)",
     )
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let checkpoint files name code outside torchvision:, timm:, attnviz: and the class "
+        "allowlist (only for files from someone you trust)",
+    )
 
 
 def _run_surgery(args: argparse.Namespace) -> int:
@@ -84,7 +90,7 @@ def _run_surgery(args: argparse.Namespace) -> int:
     from .recipes import parse_where
     from .surgery import attention_modules, insert_attention, surgery_spec
 
-    model = _load(args.model)
+    model = _load(args.model, args.trust_code)
     x = _example(args, model)
     if args.attention:
         where = parse_where(args.where[0] if len(args.where) == 1 else args.where)
@@ -134,13 +140,19 @@ def _layers_args(p: argparse.ArgumentParser) -> None:
         "--filter", help="only names matching this dot-aware glob (e.g. 'layer*.?.attn.gate')"
     )
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"))
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let checkpoint files name code outside torchvision:, timm:, attnviz: and the class "
+        "allowlist (only for files from someone you trust)",
+    )
 
 
 def _run_layers(args: argparse.Namespace) -> int:
     from ._select import glob_to_regex
     from .intermediates import list_intermediates
 
-    model = _load(args.model)
+    model = _load(args.model, args.trust_code)
     infos = list_intermediates(model, _example(args, model))
     if args.filter:
         rx = glob_to_regex(args.filter)

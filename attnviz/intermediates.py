@@ -24,12 +24,14 @@ from torch import nn
 
 from ._capture import CapturePlan, build_capture, default_example_input, plan_capture, run_eval
 from ._select import glob_to_regex, is_glob, is_module_type, type_name, unknown_name_error
+from .errors import AttnvizError
 
 __all__ = [
     "Intermediate",
     "IntermediateModel",
     "list_intermediates",
     "resolve_names",
+    "value_shapes",
     "with_intermediates",
 ]
 
@@ -54,8 +56,14 @@ class Intermediate:
         return f"{self.name:<40} {self.kind:<6} {self.type:<24} {list(self.shape)}"
 
 
-def _shapes(plan: CapturePlan, example_input: torch.Tensor | None) -> dict[str, tuple[int, ...]]:
-    """Run the model once on ``example_input`` and record every tensor value's shape."""
+def value_shapes(
+    plan: CapturePlan, example_input: torch.Tensor | None
+) -> dict[str, tuple[int, ...]]:
+    """Run the model once on ``example_input`` and record every tensor value's shape.
+
+    Without an example input the model's default one (:func:`default_example_input`) is
+    tried, then smaller sizes; the result is cached on the plan.
+    """
     cached = getattr(plan, "_shapes", None)
     if cached is not None and example_input is None:
         return cached
@@ -88,17 +96,13 @@ def _shapes(plan: CapturePlan, example_input: torch.Tensor | None) -> dict[str, 
             if len(candidates) == 1
             else f" (and at {[tuple(c.shape[-2:]) for c in candidates[1:]]})"
         )
-        raise RuntimeError(
+        raise AttnvizError(
             f"running {type(model).__name__} on an example input of shape {shape} failed{tried} "
             f"({type(error).__name__}: {error}); pass example_input= with an input the model accepts"
         ) from error
     shapes = {n: tuple(v.shape) for n, v in values.items() if isinstance(v, torch.Tensor)}
     plan._shapes = shapes  # type: ignore[attr-defined]
     return shapes
-
-
-def _plan(model: nn.Module) -> CapturePlan:
-    return plan_capture(model)
 
 
 def _describe(plan: CapturePlan, name: str) -> tuple[str, str]:
@@ -116,8 +120,8 @@ def list_intermediates(
     Runs the model once (eval mode, no grad, flags restored) on
     ``example_input`` or on a random input sized from the model's config.
     """
-    plan = _plan(model)
-    shapes = _shapes(plan, example_input)
+    plan = plan_capture(model)
+    shapes = value_shapes(plan, example_input)
     out = []
     for name in plan.names():
         if name in shapes:
@@ -160,7 +164,7 @@ def resolve_names(
         return mod is not None and isinstance(mod, wanted)
 
     need_shapes = types is not None or any(not isinstance(s, str) or is_glob(s) for s in selectors)
-    tensor_names = set(_shapes(plan, example_input)) if need_shapes else set(plan.values)
+    tensor_names = set(value_shapes(plan, example_input)) if need_shapes else set(plan.values)
     order = {n: i for i, n in enumerate(plan.names())}
     chosen: list[str] = []
     for sel in selectors:
@@ -257,7 +261,6 @@ class IntermediateModel(nn.Module):
         self.names = list(names)
         self.grad_from = grad_from
         self._capture_forward = forward
-        self._source_model_type = type(model).__name__
 
     def forward(self, *args, **kwargs):
         if self.grad_from is None:
@@ -296,7 +299,7 @@ def with_intermediates(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    plan = _plan(model)
+    plan = plan_capture(model)
     chosen = resolve_names(plan, names, types=types, example_input=example_input)
     if grad_from is not None and grad_from not in chosen:
         raise ValueError(f"grad_from={grad_from!r} must be one of the captured names {chosen}")

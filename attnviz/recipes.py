@@ -181,11 +181,17 @@ def build_model(recipe: Recipe, *, pretrained: bool | None = None) -> nn.Module:
     )
 
 
-def load_model(ref: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(
+    ref: str | Path, *, device: str | torch.device = "cpu", trust_code: bool = False
+) -> nn.Module:
     """A model from a recipe (``.yaml``), a checkpoint (``.safetensors`` or a run folder), or a reference.
 
-    A run folder written by training resolves to its best or last checkpoint.
+    A run folder written by training resolves to its best or last checkpoint
+    (never to a file outside the folder). Checkpoints are files: they may name only
+    allowlisted code unless ``trust_code=True`` (see :func:`attnviz.load`); a recipe
+    or a reference you give is yours and may name ``package.module:factory``.
     """
+    from .fileformats import contained
     from .serialization import load
 
     text = str(ref)
@@ -193,16 +199,26 @@ def load_model(ref: str | Path, *, device: str | torch.device = "cpu") -> nn.Mod
     if path.suffix in (".yaml", ".yml"):
         return build_model(load_recipe(path)).to(device)
     if path.suffix == ".safetensors":
-        return load(path, device=device)
+        return load(path, device=device, trust_code=trust_code)
     if path.is_dir():
         for name in ("best.safetensors", "model.safetensors", "last.safetensors"):
-            for candidate in (path / name, path / "checkpoints" / name):
-                if candidate.is_file():
-                    return load(candidate, device=device)
-        found = sorted(path.rglob("*.safetensors"))
+            for folder in (path, path / "checkpoints"):
+                if (folder / name).is_file():
+                    candidate = contained(folder, name, source=path)
+                    return load(candidate, device=device, trust_code=trust_code)
+        found = (
+            sorted(
+                p
+                for p in (path / "checkpoints").glob("epoch-*.safetensors")
+                if ".optim." not in p.name
+            )
+            if (path / "checkpoints").is_dir()
+            else []
+        )
         if found:
-            return load(found[-1], device=device)
-        raise FileNotFoundError(f"{path} holds no .safetensors checkpoint")
+            candidate = contained(path / "checkpoints", found[-1].name, source=path)
+            return load(candidate, device=device, trust_code=trust_code)
+        raise FileNotFoundError(f"{path} holds no attnviz checkpoint (best/model.safetensors)")
     if ":" in text and not path.exists():
         return create_model(text).to(device)
     raise FileNotFoundError(

@@ -2,15 +2,23 @@
 
 ``save(model, "m.safetensors")`` writes the weights with the spec in the
 file's metadata (and a readable copy beside it, ``m.json``); ``load`` builds
-the base model from the spec's reference, replays the surgery, and loads
-the weights strictly. Nothing is ever unpickled.
+the base model from the spec's reference, replays the surgery, and loads the
+weights strictly. Nothing is ever unpickled, and nothing in the file can make
+attnviz import or call code: the spec is validated (:mod:`attnviz.fileformats`),
+the base reference and every class it names must be allowlisted
+(:mod:`attnviz.trust`; ``base=`` or ``trust_code=True`` for anything else), and
+the architecture the spec describes is checked against the tensors the file
+actually holds, on the meta device, before any real memory is allocated.
+
+:func:`load_base_weights` loads a *base* model's weights into a modified model.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +26,14 @@ import torch
 from torch import nn
 
 from ._atomic import atomic_write, atomic_write_json
-from .surgery import apply_surgery, surgery_spec
+from .blocks import attention_block
+from .errors import FileFormatError
+from .fileformats import MAX_JSON_BYTES, parse_json
+from .surgery import SurgerySpec, apply_surgery, attention_keys, surgery_spec
+from .trust import check_model_reference
+from .zoo import create_model, meta_state_shapes, read_state_dict
 
-__all__ = ["load", "read_spec", "save"]
+__all__ = ["load", "load_base_weights", "load_weights", "read_spec", "save"]
 
 _META_KEY = "attnviz_spec"
 
@@ -29,7 +42,8 @@ def save(model: nn.Module, path: str | os.PathLike, *, extra: dict[str, Any] | N
     """Write ``model``'s weights (safetensors) and surgery spec; returns the weights path.
 
     The write is atomic (temporary file, then rename): a crash never leaves
-    a half-written file under ``path``. ``extra`` (JSON) is stored beside the spec.
+    a half-written file under ``path``. ``extra`` (JSON) is stored beside the
+    spec, over what the model's spec already carries.
 
     >>> import torchvision, tempfile, os
     >>> from attnviz import insert_attention, load
@@ -50,32 +64,91 @@ def save(model: nn.Module, path: str | os.PathLike, *, extra: dict[str, Any] | N
     path.parent.mkdir(parents=True, exist_ok=True)
     spec = surgery_spec(model)
     if extra is not None:
-        spec["extra"] = json.loads(json.dumps(extra))
+        spec["extra"] = {**(spec.get("extra") or {}), **json.loads(json.dumps(extra))}
     text = json.dumps(spec)
     atomic_write(path, lambda tmp: save_model(model, tmp, metadata={_META_KEY: text}))
     atomic_write_json(path.with_suffix(".json"), spec, indent=2)
     return path
 
 
-def read_spec(path: str | os.PathLike) -> dict[str, Any]:
-    """The surgery spec stored in a file written by :func:`save`."""
+def _header(path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """The metadata and the tensor shapes of a safetensors file (its header only)."""
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-    except Exception as exc:
-        raise ValueError(
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types for every kind of damage
+        raise FileFormatError(
             f"{path} is not a readable safetensors file ({type(exc).__name__}: {exc})"
-        ) from exc
+        ) from None
+    return meta, shapes
+
+
+def _spec(path: Path, meta: Mapping[str, str]) -> SurgerySpec:
     if _META_KEY not in meta:
-        raise ValueError(
-            f"{path} has no attnviz spec in its metadata; was it written by attnviz.save?"
+        raise FileFormatError(
+            f"{path} has no attnviz spec in its metadata: it is a plain weights file, not a model "
+            "saved by attnviz.save; load it into a model you build with load_base_weights(model, "
+            "path) or create_model(ref, weights=path), or pass base= to attnviz.load"
         )
-    return json.loads(meta[_META_KEY])
+    text = meta[_META_KEY]
+    if len(text) > MAX_JSON_BYTES:
+        raise FileFormatError(f"{path}: the attnviz metadata is {len(text):,} bytes: not a spec")
+    return SurgerySpec.from_json(parse_json(text, "surgery spec", path), source=str(path))
+
+
+def read_spec(path: str | os.PathLike) -> dict[str, Any]:
+    """The surgery spec stored in a file written by :func:`save`, validated, as JSON."""
+    path = Path(path)
+    meta, _ = _header(path)
+    return _spec(path, meta).to_json()
+
+
+def _check_architecture(
+    path: Path, spec: SurgerySpec, file_shapes: Mapping[str, tuple[int, ...]]
+) -> None:
+    """The base and blocks the spec describes must hold exactly the file's tensors.
+
+    Built on the meta device, so a spec claiming a billion channels costs nothing
+    and fails here, before anything real is allocated.
+    """
+    assert spec.base is not None
+    base = meta_state_shapes(spec.base["ref"], spec.base.get("kwargs") or {})
+    expected: dict[str, tuple[int, ...]] = dict(base or {})
+    unchecked: list[str] = []  # blocks whose kwargs name classes: checked when really built
+    for ins in spec.insertions:
+        for s in ins.sites:
+            if "__callable__" in json.dumps(ins.kwargs):
+                unchecked.append(f"{s.path}.")
+                continue
+            try:
+                with torch.device("meta"):
+                    block = attention_block(ins.attention, s.channels, init=ins.init, **ins.kwargs)
+            except Exception:  # an unregistered name or bad kwargs: apply_surgery says which
+                unchecked.append(f"{s.path}.")
+                continue
+            expected.update(
+                {f"{s.path}.{k}": tuple(v.shape) for k, v in block.state_dict().items()}
+            )
+    if base is None:  # a builder that cannot run on the meta device: check the blocks only
+        expected = {k: v for k, v in expected.items() if k in file_shapes}
+    wrong = [k for k, shape in expected.items() if file_shapes.get(k) != shape]
+    extra = []
+    if base is not None:
+        skip = tuple(unchecked)
+        extra = [k for k in file_shapes if k not in expected and not k.startswith(skip or ("\0",))]
+    if wrong or extra:
+        k = (wrong or extra)[0]
+        raise FileFormatError(
+            f"{path}: the spec describes a model that does not match the weights in the file "
+            f"({len(wrong)} tensors differ, {len(extra)} unexpected; e.g. {k!r}: spec "
+            f"{list(expected[k]) if k in expected else 'none'}, file "
+            f"{list(file_shapes[k]) if k in file_shapes else 'none'})"
+        )
 
 
 def load(
@@ -83,44 +156,113 @@ def load(
     *,
     base: nn.Module | Callable[[], nn.Module] | None = None,
     device: str | torch.device = "cpu",
+    trust_code: bool = False,
 ) -> nn.Module:
     """Rebuild a model saved by :func:`save` and load its weights (strictly).
 
-    The base architecture comes from the spec's reference (``torchvision:``,
-    ``timm:``, ``attnviz:`` or ``package.module:factory``); for models whose
-    reference is unknown pass ``base`` (a module, copied, or a callable).
+    The base architecture comes from the spec's reference, which a file may
+    only give as ``torchvision:``, ``timm:`` or ``attnviz:``. For a model of
+    your own pass ``base`` (a module, copied, or a callable returning one), or,
+    if you trust whoever wrote the file, ``trust_code=True`` to let it name
+    ``package.module:factory`` and classes outside the allowlist
+    (:mod:`attnviz.trust`). A file that is not what it claims raises
+    :class:`~attnviz.errors.FileFormatError`; one that names code,
+    :class:`~attnviz.errors.UntrustedCodeError`. The spec's ``extra`` (the
+    input contract training records) stays on the model's spec.
     """
     from safetensors.torch import load_model
 
-    from .zoo import create_model
-
-    spec = read_spec(path)
+    path = Path(path)
+    meta, file_shapes = _header(path)
+    spec = _spec(path, meta)
     if base is not None:
         model = base() if callable(base) and not isinstance(base, nn.Module) else base
         if not isinstance(model, nn.Module):
             raise TypeError(
                 f"base must be an nn.Module or a callable returning one, got {type(model).__name__}"
             )
-    elif spec.get("base"):
-        ref = spec["base"]
-        model = create_model(ref["ref"], **ref.get("kwargs", {}))
+        if not spec.insertions:
+            model = copy.deepcopy(model)
+    elif spec.base is not None:
+        ref, kwargs = spec.base["ref"], spec.base.get("kwargs") or {}
+        check_model_reference(ref, kwargs, source=path, trust_code=trust_code)
+        _check_architecture(path, spec, file_shapes)
+        model = create_model(ref, **kwargs)
     else:
-        raise ValueError(
+        raise FileFormatError(
             f"{path}: the spec does not say how to build the base model (it was not made by "
             "attnviz.create_model and not recognised); pass base= (the module or a factory)"
         )
-    model = apply_surgery(model, spec) if spec["insertions"] else model
-    if base is not None and not spec["insertions"]:
-        model = _copy(model)
+    model = apply_surgery(model, spec, source=str(path), trust_code=trust_code)
     missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
     if missing or unexpected:
-        raise ValueError(
-            f"{path} does not match the rebuilt model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        raise FileFormatError(
+            f"{path} does not match the rebuilt model: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
         )
     return model.to(device)
 
 
-def _copy(model: nn.Module) -> nn.Module:
-    import copy
+def load_weights(
+    model: nn.Module, path: str | os.PathLike, *, device: str | None = None
+) -> nn.Module:
+    """Load the weights of a file written by :func:`save` into ``model``, built the same way.
 
-    return copy.deepcopy(model)
+    For a model you rebuilt yourself (from the same recipe, say): nothing in the
+    file is built or imported; its spec must record the same surgery (the same
+    blocks at the same places) as ``model``'s, and every tensor must match
+    (a strict load). Returns ``model``.
+    """
+    from safetensors.torch import load_model
+
+    path = Path(path)
+    meta, _ = _header(path)
+    saved = _spec(path, meta)
+    own = surgery_spec(model)
+    here = [(i["attention"], [s["site"] for s in i["sites"]]) for i in own["insertions"]]
+    there = [(i.attention, [s.site for s in i.sites]) for i in saved.insertions]
+    if here != there:
+        raise FileFormatError(
+            f"{path} records another surgery than the model's: {there} in the file, {here} here"
+        )
+    missing, unexpected = load_model(model, str(path), strict=False, device=str(device or "cpu"))
+    if missing or unexpected:
+        raise FileFormatError(
+            f"{path} does not match the model: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+    return model if device is None else model.to(device)
+
+
+def load_base_weights(
+    model: nn.Module, weights: str | Path | Mapping[str, torch.Tensor]
+) -> list[str]:
+    """Load a *base* model's weights into a model after attention surgery.
+
+    Every key of the file must exist in the model with the same shape, and
+    the only keys the file may lack are the attention blocks' own (those
+    keep their initialisation). Returns the list of attention keys left as
+    initialised. Raises naming the first offending keys otherwise.
+    """
+    state = read_state_dict(weights) if isinstance(weights, str | Path) else dict(weights)
+    own = model.state_dict()
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise KeyError(
+            f"{len(unexpected)} key(s) of the weights are not in the model, e.g. {unexpected[:5]}"
+        )
+    bad_shape = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if bad_shape:
+        k = bad_shape[0]
+        raise ValueError(
+            f"shape mismatch for {k}: weights {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        )
+    attn = set(attention_keys(model))
+    missing = [k for k in own if k not in state]
+    not_attn = [k for k in missing if k not in attn]
+    if not_attn:
+        raise KeyError(
+            f"the weights lack {len(not_attn)} non-attention key(s), e.g. {not_attn[:5]}"
+        )
+    model.load_state_dict(state, strict=False)
+    return missing

@@ -13,7 +13,7 @@ import copy
 import importlib
 import json
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,14 @@ import torch
 from torch import nn
 
 __all__ = [
-    "base_reference",
     "create_model",
-    "load_base_weights",
+    "meta_state_shapes",
     "read_state_dict",
+    "recognise_base",
     "resolve_factory",
 ]
 
 _REF_ATTR = "_attnviz_base"
-_SOURCES = ("torchvision", "timm", "attnviz")
 
 
 def _split(ref: str) -> tuple[str, str]:
@@ -106,7 +105,7 @@ def create_model(
     fine-tuning ImageNet weights on another dataset (timm does the same itself).
 
     >>> m = create_model("torchvision:resnet18", num_classes=10)
-    >>> base_reference(m)
+    >>> recognise_base(m)
     {'ref': 'torchvision:resnet18', 'kwargs': {'num_classes': 10}}
     """
     source, name = _split(ref)
@@ -224,7 +223,7 @@ def _json_check(kwargs: Mapping[str, Any], ref: str) -> None:
         ) from exc
 
 
-def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+def _state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -250,9 +249,11 @@ def _no_init():
             setattr(nn.init, n, fn)
 
 
-def _build_meta(factory: Callable[..., nn.Module], kwargs: dict) -> nn.Module | None:
+def _build_meta(
+    factory: Callable[..., nn.Module], kwargs: dict, devices: tuple[str, ...] = ("meta", "cpu")
+) -> nn.Module | None:
     """Build without weights: on the meta device, or on the CPU for builders that compute with torch."""
-    for device in ("meta", "cpu"):
+    for device in devices:
         try:
             with torch.device(device), _no_init():
                 return factory(**kwargs)
@@ -261,28 +262,41 @@ def _build_meta(factory: Callable[..., nn.Module], kwargs: dict) -> nn.Module | 
     return None
 
 
-def base_reference(model: nn.Module, *, cheap: bool = False) -> dict[str, Any] | None:
+def meta_state_shapes(ref: str, kwargs: Mapping[str, Any]) -> dict[str, tuple[int, ...]] | None:
+    """The ``state_dict`` shapes ``create_model(ref, **kwargs)`` would have, built on the meta
+    device (no memory, no initialisation); None when the builder cannot run there."""
+    built = _build_meta(resolve_factory(ref), dict(kwargs), devices=("meta",))
+    return _state_shapes(built) if isinstance(built, nn.Module) else None
+
+
+def recognise_base(
+    model: nn.Module,
+    *,
+    cheap: bool = False,
+    ignore_keys: Iterable[str] = (),
+    cls: type | None = None,
+) -> dict[str, Any] | None:
     """``{"ref": ..., "kwargs": ...}`` that rebuilds ``model``'s architecture, or None.
 
     Models from :func:`create_model` carry it; timm models are recognised from
     their config; torchvision models by finding the builder of their module
     whose parameters match in name and shape; other classes if calling them
-    with no arguments gives the same parameters. Attention keys of a modified
-    model are ignored. ``cheap=True`` only reads a recorded reference.
+    with no arguments gives the same parameters. ``ignore_keys`` (a modified
+    model's attention keys) are left out of the match and ``cls`` is the class
+    to recognise (a rewritten model's original class); :func:`attnviz.base_reference`
+    fills both. ``cheap=True`` only reads a recorded reference.
     """
     ref = getattr(model, _REF_ATTR, None)
     if ref is not None:
         return copy.deepcopy(ref)
     if cheap:
         return None
-    from .surgery import attention_keys
-
-    skip = set(attention_keys(model))
-    target = {k: v for k, v in _shapes(model).items() if k not in skip}
+    skip = set(ignore_keys)
+    target = {k: v for k, v in _state_shapes(model).items() if k not in skip}
     num_classes = _last_linear_out(model)
     candidates: list[tuple[str, Callable[..., nn.Module], list[dict]]] = []
     cfg = getattr(model, "pretrained_cfg", None)
-    cls = getattr(type(model), "_attnviz_base_class", type(model))
+    cls = cls or type(model)
     module_name = getattr(cls, "__module__", "")
     if isinstance(cfg, dict) and cfg.get("architecture"):
         arch = cfg["architecture"]
@@ -303,7 +317,7 @@ def base_reference(model: nn.Module, *, cheap: bool = False) -> dict[str, Any] |
     for ref_name, factory, kw_options in candidates:
         for kw in kw_options:
             built = _build_meta(factory, kw)
-            if built is not None and _shapes(built) == target:
+            if built is not None and _state_shapes(built) == target:
                 return {"ref": ref_name, "kwargs": kw}
     return None
 
@@ -332,39 +346,3 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path} does not hold a state_dict of tensors")
     return obj
-
-
-def load_base_weights(
-    model: nn.Module, weights: str | Path | Mapping[str, torch.Tensor]
-) -> list[str]:
-    """Load a *base* model's weights into a model after attention surgery.
-
-    Every key of the file must exist in the model with the same shape, and
-    the only keys the file may lack are the attention blocks' own (those
-    keep their initialisation). Returns the list of attention keys left as
-    initialised. Raises naming the first offending keys otherwise.
-    """
-    from .surgery import attention_keys
-
-    state = read_state_dict(weights) if isinstance(weights, str | Path) else dict(weights)
-    own = model.state_dict()
-    unexpected = [k for k in state if k not in own]
-    if unexpected:
-        raise KeyError(
-            f"{len(unexpected)} key(s) of the weights are not in the model, e.g. {unexpected[:5]}"
-        )
-    bad_shape = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
-    if bad_shape:
-        k = bad_shape[0]
-        raise ValueError(
-            f"shape mismatch for {k}: weights {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        )
-    attn = set(attention_keys(model))
-    missing = [k for k in own if k not in state]
-    not_attn = [k for k in missing if k not in attn]
-    if not_attn:
-        raise KeyError(
-            f"the weights lack {len(not_attn)} non-attention key(s), e.g. {not_attn[:5]}"
-        )
-    model.load_state_dict(state, strict=False)
-    return missing

@@ -240,11 +240,14 @@ def test_save_load_roundtrip_user_model_needs_base(tmp_path, tiny_resnet, x16):
     model = insert_attention(tiny_resnet, "eca", "residual").eval()
     path = save(model, tmp_path / "m.safetensors")
     assert (tmp_path / "m.json").is_file()
-    # the test module's class is importable and builds with no arguments: recognised
-    loaded = load(path)
-    assert torch.equal(_out(loaded, x16), _out(model, x16))
+    # the test module's class is recognised and recorded, but a file may not make attnviz
+    # import it: the load needs base= or an explicit trust_code=True
     spec = attnviz.serialization.read_spec(path)
     assert spec["base"]["ref"].endswith(":TinyResNet")
+    with pytest.raises(attnviz.UntrustedCodeError, match="base=.*trust_code=True"):
+        load(path)
+    for loaded in (load(path, trust_code=True), load(path, base=type(tiny_resnet))):
+        assert torch.equal(_out(loaded, x16), _out(model, x16))
 
 
 def test_load_rejects_non_attnviz_files(tmp_path):

@@ -63,6 +63,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic validation split")
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let checkpoint files name code outside torchvision:, timm:, attnviz: and the class "
+        "allowlist (only for files from someone you trust)",
+    )
 
 
 def model_label(ref: str) -> str:
@@ -129,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be distinct, got {names}; pass --names")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    models = {n: load_model(ref) for n, ref in zip(names, args.models)}
+    models = {n: load_model(ref, trust_code=args.trust_code) for n, ref in zip(names, args.models)}
     info = input_info(models[names[0]], args.models[0])
     data = _dataset(args.data, args.masks, info, args.seed, args.skip_bad_images)
     layers = args.layers[0] if args.layers == ["stages"] else args.layers

@@ -16,8 +16,10 @@ from torch import nn
 
 from .._capture import CapturePlan, plan_capture
 from ..blocks import Gate
-from ..intermediates import _shapes, resolve_names
-from ..surgery import SPEC_ATTR, _stage_sites, attention_modules
+from ..errors import AttnvizError
+from ..intermediates import resolve_names, value_shapes
+from ..surgery import attention_modules, stage_sites
+from ..surgery.spec import spec_of
 
 __all__ = ["ModelLayers", "resolve_layers"]
 
@@ -39,11 +41,11 @@ class ModelLayers:
 
 def _after_attention(model: nn.Module, name: str) -> str:
     """The output of an attention block placed right after ``name``, else ``name``."""
-    spec = getattr(model, SPEC_ATTR, None) or {"insertions": []}
-    for ins in reversed(spec["insertions"]):
-        for s in ins["sites"]:
-            if s["site"] == name:
-                return f"{s['owner']}.{s['attr']}".strip(".")
+    spec = spec_of(model)
+    for ins in reversed(spec.insertions if spec is not None else []):
+        for s in ins.sites:
+            if s.site == name:
+                return s.path
     return name
 
 
@@ -73,21 +75,21 @@ def resolve_layers(
     names = list(models)
     plans = {n: plan_capture(m) for n, m in models.items()}
     base_plan = plans[names[0]]
-    shapes = _shapes(base_plan, example)
+    shapes = value_shapes(base_plan, example)
     if isinstance(layers, str) and layers == "stages":
-        common = _stage_sites(base_plan, shapes)
+        common = stage_sites(base_plan, shapes)
         if not common:
-            raise ValueError(
+            raise AttnvizError(
                 f"found no stage outputs in {names[0]!r}; pass layers=[...] explicitly"
             )
     else:
         common = resolve_names(base_plan, layers, example_input=example)
     not_maps = [n for n in common if len(shapes.get(n, ())) != 4]
     if not_maps:
-        raise ValueError(f"layers must be 4-D feature maps; these are not: {not_maps}")
+        raise AttnvizError(f"layers must be 4-D feature maps; these are not: {not_maps}")
     cam = cam_layer or common[-1]
     if cam not in base_plan.values:
-        raise ValueError(f"cam_layer {cam!r} is not a value of {names[0]!r}; e.g. {common[-1]!r}")
+        raise AttnvizError(f"cam_layer {cam!r} is not a value of {names[0]!r}; e.g. {common[-1]!r}")
 
     missing: dict[str, list[str]] = {}
     for name, plan in plans.items():
@@ -96,7 +98,7 @@ def resolve_layers(
             missing[name] = lacking
     if missing:
         detail = "; ".join(f"{m!r} lacks {v[:6]}" for m, v in missing.items())
-        raise ValueError(
+        raise AttnvizError(
             f"the models' layers do not correspond by name ({detail}). Compare models made from the same "
             f"base by attnviz.insert_attention, or pass layers= names that exist in every model"
         )

@@ -31,15 +31,21 @@ def _configure(p: argparse.ArgumentParser) -> None:
         help="resize the image to this (default: the model's)",
     )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (0-1)")
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let checkpoint files name code outside torchvision:, timm:, attnviz: and the class "
+        "allowlist (only for files from someone you trust)",
+    )
 
 
 def _default_layer(model, x) -> str:
     from .._capture import plan_capture
-    from ..intermediates import _shapes
-    from ..surgery import _stage_sites
+    from ..intermediates import value_shapes
+    from ..surgery import stage_sites
 
     plan = plan_capture(model)
-    stages = _stage_sites(plan, _shapes(plan, x))
+    stages = stage_sites(plan, value_shapes(plan, x))
     if not stages:
         raise ValueError(
             "could not find the model's stage outputs; pass --layer (see `attnviz layers MODEL`)"
@@ -57,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if not 0 < args.alpha <= 1:
         raise ValueError(f"--alpha must be in (0, 1], got {args.alpha}")
-    model = load_model(args.model).eval()
+    model = load_model(args.model, trust_code=args.trust_code).eval()
     info = input_info(model, args.model)
     if args.size:
         info.size = tuple(args.size)

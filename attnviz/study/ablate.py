@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from typing import Any
 import yaml
 
 from .._atomic import atomic_write_json
+from ..errors import FileFormatError
+from ..fileformats import read_json
 from .grid import Cell, Grid, load_grid
 
 __all__ = ["AblationResult", "run_grid"]
@@ -144,20 +147,17 @@ def run_cell(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate one cell; writes ``out/result.json`` last and returns it."""
-    from ..serialization import load
+    from ..recipes import build_model, recipe_from_dict
+    from ..serialization import load_weights
     from ..training import train
 
     recipe = _cell_recipe(grid, cell)
     if torchrun:
         run_dir = _train_torchrun(grid, cell, recipe, out, torchrun, device)
-        from ..recipes import load_model
-
-        model = load_model(run_dir)
-        train_metrics = (
-            json.loads((run_dir / "metrics.json").read_text())
-            if (run_dir / "metrics.json").exists()
-            else {}
-        )
+        # the grid's recipe builds the model; the run folder only gives its weights
+        model = load_weights(build_model(recipe_from_dict(recipe)), run_dir / "model.safetensors")
+        metrics_file = run_dir / "metrics.json"
+        train_metrics = read_json(metrics_file, "run metrics") if metrics_file.exists() else {}
     else:
         result = train(
             recipe,
@@ -170,7 +170,7 @@ def run_cell(
             tensorboard=False,
             overrides=grid.train,
         )
-        model = load(result.checkpoint)
+        model = result.model
         train_metrics = result.metrics
     metrics = _evaluate(grid, cell, model, device)
     metrics["train_time_s"] = train_metrics.get("train_time_s")
@@ -284,13 +284,37 @@ def _plots(summary: list[dict[str, Any]], folder: Path) -> dict[str, Path]:
     return paths
 
 
+def _finished(cell_dir: Path, cell: Cell) -> bool:
+    """Whether the cell's result.json exists and is a valid result of this very cell.
+
+    An invalid one (damaged, or another cell's) is moved aside to ``result.invalid.json``
+    with a warning, and the cell runs again.
+    """
+    path = cell_dir / "result.json"
+    if not path.is_file():
+        return False
+    try:
+        record = read_json(path, "ablation cell result")
+        if record["id"] != cell.id:
+            raise FileFormatError(
+                f"{path}: is the result of cell {record['id']!r}, not {cell.id!r}"
+            )
+    except (ValueError, OSError) as exc:
+        warnings.warn(
+            f"{exc}; the cell runs again (the file is kept as result.invalid.json)", stacklevel=3
+        )
+        path.replace(cell_dir / "result.invalid.json")
+        return False
+    return True
+
+
 def collect(grid: Grid, out: Path) -> AblationResult:
     """Tables and plots from the finished cells of ``grid`` under ``out``."""
     rows, failed = [], {}
     for cell in grid.cells():
         cell_dir = out / "cells" / cell.id
         if (cell_dir / "result.json").is_file():
-            record = json.loads((cell_dir / "result.json").read_text())
+            record = read_json(cell_dir / "result.json", "ablation cell result")
             rows.append(
                 {**{k: v for k, v in record.items() if k != "metrics"}, **record["metrics"]}
             )
@@ -355,7 +379,7 @@ def run_grid(
         {"grid": {k: v for k, v in vars(grid).items()}, "cells": [c.to_dict() for c in cells]},
         default=str,
     )
-    todo = [c for c in cells if not (out / "cells" / c.id / "result.json").is_file()]
+    todo = [c for c in cells if not _finished(out / "cells" / c.id, c)]
     done = len(cells) - len(todo)
     log = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
     log(

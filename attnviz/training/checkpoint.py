@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import random
 import re
@@ -41,6 +40,8 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_write, atomic_write_bytes, atomic_write_json
+from ..errors import FileFormatError
+from ..fileformats import contained, read_json
 
 __all__ = [
     "Checkpoint",
@@ -50,7 +51,6 @@ __all__ = [
     "find_checkpoint",
     "flatten_optimizer",
     "load_optimizer",
-    "read_json",
     "restore_rng",
     "save_checkpoint",
 ]
@@ -62,15 +62,6 @@ _STATE_RX = re.compile(r"^epoch-(\d+)\.state\.json$")
 
 def _stem(epoch: int) -> str:
     return f"epoch-{epoch:04d}"
-
-
-# -- atomic files: attnviz._atomic ----------------------------------------------------------
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Parse a JSON file; raises ``ValueError`` naming it when it is unreadable or not JSON."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
 
 
 def sha256(path: str | os.PathLike[str]) -> str:
@@ -270,13 +261,13 @@ def _check_safetensors(path: Path) -> None:
 def _verify(directory: Path, epoch: int) -> Checkpoint:
     """The checkpoint of ``epoch`` if every file passes its checks, else ``ValueError`` naming the file."""
     state_path = directory / f"{_stem(epoch)}.state.json"
-    state = read_json(state_path)
-    if not isinstance(state, dict) or state.get("epoch") != epoch or "files" not in state:
-        raise ValueError(f"{state_path}: not a checkpoint state of epoch {epoch}")
+    state = read_json(state_path, "checkpoint state")
+    if state["epoch"] != epoch:
+        raise FileFormatError(f"{state_path}: holds epoch {state['epoch']}, not {epoch}")
     paths = {}
     for role in ("weights", "optimizer"):
         entry = state["files"][role]
-        path = directory / entry["name"]
+        path = contained(directory, entry["name"], source=state_path)
         if not path.is_file():
             raise ValueError(f"{path}: missing")
         if sha256(path) != entry["sha256"]:
@@ -305,10 +296,12 @@ def find_checkpoint(
     pointer = directory / POINTER
     if pointer.exists():
         try:
-            target = read_json(pointer)
-            top = int(target["epoch"])
+            target = read_json(pointer, "checkpoint pointer")
+            top = target["epoch"]
+            if "state" in target:  # the pointer names a file: it must be this epoch's, in here
+                contained(directory, target["state"], source=pointer)
             epochs = [e for e in epochs if e <= top]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, OSError) as exc:
             problems.append(f"{pointer}: unusable pointer ({exc}); scanning the state files")
     elif epochs:
         problems.append(f"{pointer}: missing; scanning the state files")
@@ -317,7 +310,7 @@ def find_checkpoint(
         try:
             found = _verify(directory, epoch)
             break
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, OSError) as exc:
             problems.append(f"skipping the checkpoint of epoch {epoch}: {exc}")
     if warn:
         for msg in problems:

@@ -35,15 +35,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..fileformats import read_json
 from ..recipes import Recipe, RecipeError, build_model, load_recipe, recipe_from_dict
-from ..serialization import load as load_saved
+from ..serialization import load_weights
 from ..serialization import save as save_model
 from .checkpoint import (
     Checkpoint,
     _verify,
     atomic_write_json,
     find_checkpoint,
-    read_json,
     remove_checkpoints,
     restore_rng,
     save_checkpoint,
@@ -259,12 +259,10 @@ def _decide(plan: _Plan, resume: bool, warn: bool) -> _Decision:
     if not resume or not run_file.exists():
         return _Decision("fresh")
     try:
-        run = read_json(run_file)
-        old = run["identity"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise TrainError(
-            f"{run_file} is unreadable ({exc}); pass resume=False (--fresh) to start over"
-        ) from exc
+        run = read_json(run_file, "run record")
+    except (ValueError, OSError) as exc:
+        raise TrainError(f"{exc}; pass resume=False (--fresh) to start over") from None
+    old = run["identity"]
     old = _with_new_defaults(old)
     if old != plan.identity:
         diff = "; ".join(_differences(old, plan.identity)[:6])
@@ -489,8 +487,14 @@ def train(
 
 def _finished_result(plan: _Plan, decision: _Decision) -> TrainResult:
     out = plan.out
-    metrics = read_json(out / METRICS_FILE) if (out / METRICS_FILE).is_file() else {}
-    model = load_saved(out / FINAL, device=plan.device).eval()
+    try:
+        metrics = (
+            read_json(out / METRICS_FILE, "run metrics") if (out / METRICS_FILE).is_file() else {}
+        )
+        # the recipe builds the model; the file only gives its weights (nothing in it is built)
+        model = load_weights(plan.model, out / FINAL, device=str(plan.device)).eval()
+    except (ValueError, OSError) as exc:
+        raise TrainError(f"{exc}; pass resume=False (--fresh) to train again") from None
     return TrainResult(
         out_dir=out,
         checkpoint=out / FINAL,
