@@ -11,7 +11,7 @@ from .blocks import Gate, attention_block, list_attention, register_attention
 from .cam import CamResult, compute_cam, normalize_shared
 from .errors import AttnvizError, FileFormatError, SurgeryError, UntrustedCodeError
 from .intermediates import list_intermediates, with_intermediates
-from .serialization import load, load_base_weights, save
+from .serialization import load, load_base_weights, load_weights, read_spec, save
 from .surgery import (
     apply_surgery,
     attention_keys,
@@ -45,7 +45,9 @@ __all__ = [
     "list_intermediates",
     "load",
     "load_base_weights",
+    "load_weights",
     "normalize_shared",
+    "read_spec",
     "register_attention",
     "remove_attention",
     "save",

@@ -16,6 +16,7 @@ actually holds, on the meta device, before any real memory is allocated.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -26,8 +27,9 @@ import torch
 from torch import nn
 
 from ._atomic import atomic_write, atomic_write_json
+from ._utils import eval_mode, model_device
 from .blocks import attention_block
-from .errors import FileFormatError
+from .errors import AttnvizError, FileFormatError
 from .fileformats import MAX_JSON_BYTES, parse_json
 from .surgery import SurgerySpec, apply_surgery, attention_keys, surgery_spec
 from .trust import check_model_reference
@@ -187,7 +189,15 @@ def load(
         ref, kwargs = spec.base["ref"], spec.base.get("kwargs") or {}
         check_model_reference(ref, kwargs, source=path, trust_code=trust_code)
         _check_architecture(path, spec, file_shapes)
-        model = create_model(ref, **kwargs)
+        try:
+            model = create_model(ref, **kwargs)
+        except AttnvizError:
+            raise
+        except Exception as exc:  # the builder refused the file's kwargs, in its own words
+            raise FileFormatError(
+                f"{path}: the base model {ref} cannot be built with the file's kwargs "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+            ) from None
     else:
         raise FileFormatError(
             f"{path}: the spec does not say how to build the base model (it was not made by "
@@ -200,7 +210,36 @@ def load(
             f"{path} does not match the rebuilt model: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
-    return model.to(device)
+    _check_runs(model.to(device), spec, path)
+    return model
+
+
+def _check_runs(model: nn.Module, spec: SurgerySpec, path: Path) -> None:
+    """The rebuilt model must run on the example input its surgery recorded.
+
+    A spec can place a block at a site of another width than the block's weights
+    (the weights still load); that model would fail at its first forward. The check
+    runs on the meta device (no compute, no memory); a model the meta device cannot
+    run (data-dependent control flow) runs once for real instead.
+    """
+    shape = next((i.example_input_shape for i in spec.insertions if i.example_input_shape), None)
+    if not shape:
+        return
+    tensors = dict(itertools.chain(model.named_parameters(), model.named_buffers()))
+    with eval_mode(model), torch.no_grad():
+        try:
+            meta = {k: v.to("meta") for k, v in tensors.items()}
+            torch.func.functional_call(model, meta, (torch.zeros(shape, device="meta"),))
+            return
+        except Exception:  # unsupported on meta, or a real mismatch: find out for real
+            pass
+        try:
+            model(torch.zeros(shape, device=model_device(model)[0]))
+        except Exception as exc:  # whatever the crafted spec broke: the file is at fault
+            raise FileFormatError(
+                f"{path}: the model its spec describes does not run on the recorded example input "
+                f"{list(shape)} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            ) from None
 
 
 def load_weights(

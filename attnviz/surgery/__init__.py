@@ -42,7 +42,7 @@ from .._capture import default_example_input, plan_capture
 from .._select import unknown_name_error
 from .._utils import model_device
 from ..blocks import INITS, attention_info
-from ..errors import SurgeryError
+from ..errors import AttnvizError, SurgeryError
 from ..intermediates import value_shapes
 from .build import build_blocks, check_registered, decode, encode, encode_where
 from .rewrite import apply_sites, restore_owner
@@ -212,7 +212,15 @@ def apply_surgery(
         _check_sites(new, ins, source)
         kwargs = decode(ins.kwargs, source=source, trust_code=trust_code)
         sites = [copy.copy(s) for s in ins.sites]
-        blocks, safe = build_blocks(ins.attention, sites, ins.init, kwargs, device, dtype)
+        try:
+            blocks, safe = build_blocks(ins.attention, sites, ins.init, kwargs, device, dtype)
+        except AttnvizError:
+            raise
+        except Exception as exc:  # the block's own constructor refused the recorded kwargs
+            raise SurgeryError(
+                f"{source}: cannot build {ins.attention!r} blocks with the recorded kwargs "
+                f"{ins.kwargs} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+            ) from None
         for block in blocks.values():
             block.train(new.training)
         apply_sites(new, sites, blocks, safe, None)

@@ -558,7 +558,7 @@ def _run(
     start = 0
     if decision.action == "resume":
         ckpt = _verify(out / "checkpoints", decision.epoch)
-        _restore(ckpt, model, optimizer, scheduler, trainer, ctx)
+        _restore(ckpt, model, optimizer, scheduler, trainer, ctx, plan.identity)
         history = list(ckpt.state.get("metrics", {}).get("epochs", []))
         start = ckpt.epoch
         if ctx.is_main and progress:
@@ -741,12 +741,32 @@ def _restore(
     scheduler: Any,
     trainer: Trainer,
     ctx: DistContext,
+    identity: dict[str, Any],
 ) -> None:
-    ckpt.load_weights(model)
-    ckpt.load_optimizer(optimizer)
-    if scheduler is not None and ckpt.state.get("scheduler"):
-        scheduler.load_state_dict({**scheduler.state_dict(), **ckpt.state["scheduler"]})
-    if trainer.scaler.is_enabled() and ckpt.state.get("scaler"):
-        trainer.scaler.load_state_dict(ckpt.state["scaler"])
-    if ctx.is_main:
-        restore_rng(ckpt.state["rng"])
+    """Load a verified checkpoint's weights and states; anything in it that does not fit is a
+    :class:`TrainError` naming the file (the JSON is data: it only fills known states)."""
+    source = ckpt.weights.with_name(ckpt.weights.name.replace(".safetensors", ".state.json"))
+    stored = ckpt.state.get("identity")
+    if stored is not None and _with_new_defaults(stored) != identity:
+        diff = "; ".join(_differences(_with_new_defaults(stored), identity)[:4])
+        raise TrainError(
+            f"{source}: the checkpoint belongs to another run ({diff}); pass resume=False "
+            "(--fresh) to start over"
+        )
+    try:
+        ckpt.load_weights(model)
+        ckpt.load_optimizer(optimizer)
+        saved = ckpt.state.get("scheduler")
+        if scheduler is not None and saved:
+            current = scheduler.state_dict()
+            known = {k: v for k, v in saved.items() if k in current}  # never new attributes
+            scheduler.load_state_dict({**current, **known})
+        if trainer.scaler.is_enabled() and ckpt.state.get("scaler"):
+            trainer.scaler.load_state_dict(ckpt.state["scaler"])
+        if ctx.is_main:
+            restore_rng(ckpt.state["rng"])
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError, OverflowError) as exc:
+        raise TrainError(
+            f"{source}: cannot restore the training state ({type(exc).__name__}: {exc}); pass "
+            "resume=False (--fresh) to start over"
+        ) from None
