@@ -175,7 +175,7 @@ def saved_model(tmp_path_factory):
 
 @cases()
 def test_fuzz_load_of_a_saved_model(examples, saved_model, tmp_path, monkeypatch):
-    path, spec, tensors, model = saved_model
+    _, spec, tensors, _ = saved_model
     monkeypatch.chdir(tmp_path)
     x = torch.randn(1, 3, 16, 16)
 
@@ -243,7 +243,7 @@ def test_fuzz_checkpoint_state_and_pointer(examples, stopped_run, tmp_path, monk
         except (ValueError, TypeError):
             return
         with guarded(tmp_path):
-            found, problems = find_checkpoint(folder, warn=False)
+            found, _ = find_checkpoint(folder, warn=False)
             assert found is None or found.epoch == 1
 
     _run(examples, case)

@@ -244,7 +244,7 @@ def test_save_load_roundtrip_user_model_needs_base(tmp_path, tiny_resnet, x16):
     # import it: the load needs base= or an explicit trust_code=True
     spec = attnviz.serialization.read_spec(path)
     assert spec["base"]["ref"].endswith(":TinyResNet")
-    with pytest.raises(attnviz.UntrustedCodeError, match="base=.*trust_code=True"):
+    with pytest.raises(attnviz.UntrustedCodeError, match=r"base=.*trust_code=True"):
         load(path)
     for loaded in (load(path, trust_code=True), load(path, base=type(tiny_resnet))):
         assert torch.equal(_out(loaded, x16), _out(model, x16))

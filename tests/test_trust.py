@@ -118,7 +118,7 @@ def test_a_class_outside_the_allowlist_in_block_kwargs_is_refused_before_import(
         spec["insertions"][0]["kwargs"] = {"act_layer": {"__callable__": "evilpkg:Act"}}
 
     crafted = _rewrite(saved, tmp_path / "c.safetensors", edit)
-    with pytest.raises(UntrustedCodeError, match="evilpkg:Act.*allowlist"):
+    with pytest.raises(UntrustedCodeError, match=r"evilpkg:Act.*allowlist"):
         attnviz.load(crafted)
     assert _untouched(evil)
 
@@ -142,7 +142,7 @@ def test_a_function_outside_torch_nn_is_refused_even_from_an_allowed_package(sav
         spec["insertions"][0]["kwargs"] = {"act_layer": {"__callable__": target}}
 
     crafted = _rewrite(saved, tmp_path / "c.safetensors", edit)
-    with pytest.raises(UntrustedCodeError, match="not an nn.Module class"):
+    with pytest.raises(UntrustedCodeError, match=r"not an nn\.Module class"):
         attnviz.load(crafted)
 
 
