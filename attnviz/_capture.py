@@ -492,12 +492,12 @@ def default_example_input(model: nn.Module, batch: int = 1) -> torch.Tensor:
     return torch.randn(batch, *size, generator=gen).to(device=device, dtype=dtype)
 
 
-def run_eval(module: nn.Module, fn, *args):
-    """Run ``fn(*args)`` with ``module`` in eval mode and no grad, restoring the flags."""
+def run_eval(module: nn.Module, fn, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` with ``module`` in eval mode and no grad, restoring the flags."""
     saved = set_mode(module, False)
     try:
         with torch.no_grad():
-            return fn(*args)
+            return fn(*args, **kwargs)
     finally:
         restore_mode(saved)
 

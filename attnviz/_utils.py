@@ -3,7 +3,8 @@
 * :func:`model_device` — where a model's floating-point parameters live, and their dtype;
 * :func:`eval_mode` — put models in eval mode (and on a device) for a block of code, then
   give every module back its ``training`` flag and the models their devices;
-* :func:`class_path` — ``"module:qualname"`` of a class or function, as files record it.
+* :func:`class_path` — ``"module:qualname"`` of a class or function, as files record it;
+* :func:`unwrap_model` — the module inside ``torch.compile``, ``DataParallel`` and DDP wrappers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["class_path", "eval_mode", "model_device"]
+__all__ = ["class_path", "eval_mode", "model_device", "unwrap_model"]
 
 
 def model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -51,6 +52,33 @@ def eval_mode(
                 model.to(dev)
             for m, flag in saved.items():
                 m.training = flag
+
+
+def unwrap_model(model: nn.Module, what: str) -> nn.Module:
+    """The module a ``torch.compile`` / ``DataParallel`` / ``DistributedDataParallel`` wrapper holds.
+
+    attnviz rewrites a model's own forward; a wrapper's forward is not the model's. The
+    wrapped module is used instead, with a warning saying to wrap the result again.
+    """
+    import warnings
+
+    seen = []
+    while True:
+        if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+            seen.append("torch.compile")
+            model = model._orig_mod
+        elif isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            seen.append(type(model).__name__)
+            model = model.module
+        else:
+            break
+    if seen:
+        warnings.warn(
+            f"{what}: using the module inside {' and '.join(seen)}; wrap the result again "
+            "(torch.compile / DDP) after attnviz has rewritten it",
+            stacklevel=3,
+        )
+    return model
 
 
 def class_path(obj: Any) -> str:

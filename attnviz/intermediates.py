@@ -18,15 +18,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ._capture import CapturePlan, build_capture, default_example_input, plan_capture, run_eval
 from ._select import glob_to_regex, is_glob, is_module_type, type_name, unknown_name_error
+from ._utils import unwrap_model
 from .errors import AttnvizError
 
+#: An example input: a tensor, a tuple of positional arguments or a dict of keyword arguments.
+ExampleInput = torch.Tensor | tuple | list | dict
+
 __all__ = [
+    "ExampleInput",
     "Intermediate",
     "IntermediateModel",
     "list_intermediates",
@@ -57,12 +63,14 @@ class Intermediate:
 
 
 def value_shapes(
-    plan: CapturePlan, example_input: torch.Tensor | None
+    plan: CapturePlan, example_input: ExampleInput | None
 ) -> dict[str, tuple[int, ...]]:
     """Run the model once on ``example_input`` and record every tensor value's shape.
 
-    Without an example input the model's default one (:func:`default_example_input`) is
-    tried, then smaller sizes; the result is cached on the plan.
+    ``example_input`` is a tensor, a tuple of positional arguments (a model taking
+    ``(image, meta)``) or a dict of keyword arguments. Without one the model's default
+    input (:func:`default_example_input`) is tried, then smaller sizes; the result is
+    cached on the plan.
     """
     cached = getattr(plan, "_shapes", None)
     if cached is not None and example_input is None:
@@ -84,7 +92,8 @@ def value_shapes(
     error: Exception | None = None
     for x in candidates:
         try:
-            _, values = run_eval(model, forward, holder, x)
+            args, kwargs = call_arguments(x)
+            _, values = run_eval(model, forward, holder, *args, **kwargs)
             break
         except Exception as exc:
             error = error or exc
@@ -105,6 +114,16 @@ def value_shapes(
     return shapes
 
 
+def call_arguments(example: ExampleInput) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(args, kwargs)`` for ``model(*args, **kwargs)``: a tensor is one argument, a tuple or
+    list are the positional arguments, a dict the keyword arguments."""
+    if isinstance(example, dict):
+        return (), dict(example)
+    if isinstance(example, tuple | list):
+        return tuple(example), {}
+    return (example,), {}
+
+
 def _describe(plan: CapturePlan, name: str) -> tuple[str, str]:
     value = plan.values[name]
     if value.module is not None:
@@ -113,7 +132,7 @@ def _describe(plan: CapturePlan, name: str) -> tuple[str, str]:
 
 
 def list_intermediates(
-    model: nn.Module, example_input: torch.Tensor | None = None
+    model: nn.Module, example_input: ExampleInput | None = None
 ) -> list[Intermediate]:
     """Every capturable tensor value of ``model`` with its shape, in execution order.
 
@@ -135,7 +154,7 @@ def resolve_names(
     names: Selector,
     *,
     types: type | tuple[type, ...] | None = None,
-    example_input: torch.Tensor | None = None,
+    example_input: ExampleInput | None = None,
 ) -> list[str]:
     """Expand globs and module types into concrete names, in execution order.
 
@@ -174,7 +193,8 @@ def resolve_names(
                     "intermediate",
                     sel,
                     plan.names(),
-                    hint="list_intermediates(model) shows every name" + _inside_untraced(plan, sel),
+                    hint="list_intermediates(model) (command line: attnviz layers MODEL) shows every name"
+                    + _inside_untraced(plan, sel),
                 )
             if not type_ok(sel, types):
                 raise ValueError(
@@ -211,7 +231,7 @@ def resolve_names(
                 "intermediate selector",
                 label,
                 sorted(tensor_names, key=order.get),
-                hint="it matched nothing; list_intermediates(model) shows every name",
+                hint="it matched nothing; list_intermediates(model) (command line: attnviz layers MODEL) shows every name",
             )
         chosen.extend(hits)
     return sorted(dict.fromkeys(chosen), key=order.get)
@@ -276,7 +296,7 @@ def with_intermediates(
     model: nn.Module,
     names: Selector,
     *,
-    example_input: torch.Tensor | None = None,
+    example_input: ExampleInput | None = None,
     types: type | tuple[type, ...] | None = None,
     grad_from: str | None = None,
 ) -> IntermediateModel:
@@ -299,6 +319,7 @@ def with_intermediates(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    model = unwrap_model(model, "with_intermediates")
     plan = plan_capture(model)
     chosen = resolve_names(plan, names, types=types, example_input=example_input)
     if grad_from is not None and grad_from not in chosen:

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import importlib
 import json
+import pickle
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .errors import FileFormatError
 
 __all__ = [
     "create_model",
@@ -335,14 +338,26 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors' own error types for a damaged file
+            raise FileFormatError(f"{path} is not a readable safetensors file ({exc})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"cannot read weights from {path}: {type(exc).__name__}: {exc}") from exc
+    except pickle.UnpicklingError:
+        raise FileFormatError(
+            f"{path} holds pickled Python objects besides tensors, which attnviz will not unpickle "
+            "(unpickling runs code). If the file is yours, convert it once where you trust it: "
+            "sd = torch.load(path, weights_only=False); safetensors.torch.save_file("
+            "{k: v.contiguous() for k, v in sd.items()}, 'weights.safetensors'), and use that file"
+        ) from None
+    except Exception as exc:  # not a torch file at all, truncated, ...
+        raise FileFormatError(
+            f"cannot read weights from {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a state_dict of tensors")
+        raise FileFormatError(f"{path} does not hold a state_dict of tensors (name -> tensor)")
     return obj

@@ -40,10 +40,10 @@ from torch import nn
 from .. import zoo
 from .._capture import default_example_input, plan_capture
 from .._select import unknown_name_error
-from .._utils import model_device
+from .._utils import model_device, unwrap_model
 from ..blocks import INITS, attention_info
 from ..errors import AttnvizError, SurgeryError
-from ..intermediates import value_shapes
+from ..intermediates import ExampleInput, value_shapes
 from .build import build_blocks, check_registered, decode, encode, encode_where
 from .rewrite import apply_sites, restore_owner
 from .sites import WHERE_KEYWORDS, Where, plan_sites, stage_sites
@@ -111,7 +111,7 @@ def insert_attention(
     attention: str,
     where: Where = "residual",
     *,
-    example_input: torch.Tensor | None = None,
+    example_input: ExampleInput | None = None,
     init: str = "default",
     **block_kwargs: Any,
 ) -> nn.Module:
@@ -125,7 +125,10 @@ def insert_attention(
     list of those; a module called several times gets a block after each
     call. ``init="identity"`` makes the new model compute exactly what
     ``model`` did until trained. Channel counts come from running
-    ``example_input`` (default: sized from the model's config) once.
+    ``example_input`` (default: sized from the model's config) once: a tensor,
+    a tuple of positional arguments or a dict of keyword arguments for models
+    with several inputs. A ``torch.compile`` / ``DataParallel`` / DDP wrapper is
+    unwrapped (with a warning): wrap the result again.
 
     >>> import torchvision
     >>> m = insert_attention(torchvision.models.resnet50(), "se", where="residual")
@@ -134,6 +137,7 @@ def insert_attention(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    model = unwrap_model(model, "insert_attention")
     info = attention_info(attention)
     if init not in INITS:
         raise unknown_name_error("init", init, list(INITS))
@@ -155,7 +159,7 @@ def insert_attention(
             init=init,
             kwargs=encode(block_kwargs),
             where=encode_where(where),
-            example_input_shape=list(x.shape),
+            example_input_shape=list(x.shape) if isinstance(x, torch.Tensor) else None,
             sites=placed,
         )
     )

@@ -228,7 +228,8 @@ def _selector_sites(
                     sel,
                     valid,
                     hint="where= takes 'residual', 'stages', module-name globs or module types; "
-                    "attnviz.list_intermediates(model) lists every name" + _trace_note(plan),
+                    "attnviz.list_intermediates(model) (command line: attnviz layers MODEL) lists every name"
+                    + _trace_note(plan),
                 )
         elif is_module_type(sel):
             hits = [
