@@ -27,12 +27,12 @@ from PIL import Image
 from ..errors import DataError, DataNotFoundError
 from .photo import IMAGENET_MEAN, IMAGENET_STD, PhotoDataset
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMG_EXTENSIONS", "ImageFolderWithMasks", "read_mask"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMG_EXTENSIONS", "ImageFolderWithMasks"]
 
 IMG_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+def _read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a mask PNG as a bool array: > 0 in any colour channel (alpha ignored)."""
     try:
         with Image.open(path) as img:
@@ -201,7 +201,7 @@ class ImageFolderWithMasks(PhotoDataset):
         mask_path = self._mask_path(path)
         if not os.path.isfile(mask_path):
             raise DataNotFoundError(f"mask missing for image {path!r}: expected {mask_path!r}")
-        return label, read_mask(mask_path), mask_path
+        return label, _read_mask(mask_path), mask_path
 
     def __repr__(self) -> str:
         return (

@@ -70,7 +70,7 @@ def open_photo(path: str | os.PathLike[str]) -> Image.Image:
         raise OSError(f"cannot read image {os.fspath(path)!r}: {e}") from e
 
 
-def as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
+def _as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     """``None``, an int or ``(height, width)`` as ``(height, width)`` (or None)."""
     if size is None:
         return None
@@ -155,7 +155,7 @@ class PhotoDataset(Dataset, abc.ABC):
     ) -> None:
         if resize not in RESIZE_MODES:
             raise DataError(f"resize must be one of {list(RESIZE_MODES)}, got {resize!r}")
-        self.size = as_size(size)
+        self.size = _as_size(size)
         self.resize = resize
         self.transform = transform
         self.mean, self.std = tuple(mean), tuple(std)

@@ -79,7 +79,7 @@ def _find(root: Path, year: str) -> Path:
     return root / _base_dir(year)
 
 
-def read_class_map(path: str) -> np.ndarray:
+def _read_class_map(path: str) -> np.ndarray:
     """A VOC ``SegmentationClass`` PNG as its ``[H, W]`` uint8 class indices."""
     try:
         with Image.open(path) as img:
@@ -102,7 +102,7 @@ def read_class_map(path: str) -> np.ndarray:
     return arr
 
 
-def label_and_mask(classes: np.ndarray, path: str) -> tuple[int, np.ndarray]:
+def _label_and_mask(classes: np.ndarray, path: str) -> tuple[int, np.ndarray]:
     """``(label, mask)`` of a class map: the class with the most pixels, and its pixels."""
     counts = np.bincount(classes.ravel(), minlength=VOID + 1)[1 : len(VOC_CLASSES) + 1]
     if not counts.any():
@@ -222,7 +222,7 @@ class VOCObjects(PhotoDataset):
 
     def _target(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
         path = self.masks[index]
-        label, mask = label_and_mask(read_class_map(path), path)
+        label, mask = _label_and_mask(_read_class_map(path), path)
         return label, mask, path
 
     def __repr__(self) -> str:
