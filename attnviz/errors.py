@@ -15,6 +15,7 @@ from __future__ import annotations
 __all__ = [
     "AttnvizError",
     "DataError",
+    "DataNotFoundError",
     "FileFormatError",
     "GridError",
     "InputContractError",
@@ -64,6 +65,13 @@ class TrainError(AttnvizError):
 
 class DataError(AttnvizError):
     """A dataset, image or mask that cannot be used as asked (names the file or spec)."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """Data that is not where a spec or path says: names where it looked and what would fetch it.
+
+    Also a ``FileNotFoundError``, the error these cases raised before.
+    """
 
 
 class InputContractError(AttnvizError):

@@ -21,6 +21,7 @@ from attnviz.data import (
     build_dataset,
 )
 from attnviz.data import synthetic as syn
+from attnviz.errors import DataError
 
 # ----------------------------------------------------------------- SyntheticShapes
 
@@ -309,22 +310,43 @@ def test_folder_with_masks(tmp_path):
         assert mask[:8, :8].all() and not mask[8:].any() and not mask[:, 8:].any()
 
 
-def test_mask_of_other_size_same_aspect_is_resized(tmp_path):
+def test_mask_of_other_size_is_refused_naming_both_files_and_sizes(tmp_path):
     root, mroot = _tree(tmp_path)
     m = np.zeros((20, 30), np.uint8)  # a.png is 40x60: half size, same aspect
     m[:10, :15] = 1
     _write(mroot / "cat" / "a.png", m)
-    _, _, mask = ImageFolderWithMasks(root, masks_root=mroot)[0]
-    assert mask.shape == (40, 60) and mask[:20, :30].all() and mask.sum() == 20 * 30
+    ds = ImageFolderWithMasks(root, masks_root=mroot)
+    with pytest.raises(DataError) as err:
+        ds[0]
+    msg = str(err.value)
+    assert str(mroot / "cat" / "a.png") in msg and str(root / "cat" / "a.png") in msg
+    assert "30x20" in msg and "60x40" in msg and "resize_masks=True" in msg
+    ds[1]  # masks of the right size still load
+
+
+def test_resize_masks_resizes_same_aspect_masks_and_warns_once(tmp_path):
+    root, mroot = _tree(tmp_path)
+    for rel, (h, w) in (("cat/a.png", (20, 30)), ("dog/d.png", (20, 20))):
+        m = np.zeros((h, w), np.uint8)
+        m[: h // 2, : w // 2] = 1
+        _write(mroot / rel, m)
+    ds = ImageFolderWithMasks(root, masks_root=mroot, resize_masks=True)
+    with pytest.warns(UserWarning, match=r"a\.png' is 30x20 .* is 60x40") as record:
+        masks = [ds[i][2] for i in range(len(ds))]
+    assert len(record) == 1
+    assert masks[0].shape == (40, 60) and masks[0][:20, :30].all() and masks[0].sum() == 20 * 30
+    assert masks[3].shape == (40, 40) and masks[3].sum() == 20 * 20
 
 
 def test_mask_with_other_aspect_ratio_is_an_error(tmp_path):
     root, mroot = _tree(tmp_path)
     _write(mroot / "cat" / "a.png", np.zeros((40, 40), np.uint8))
     ds = ImageFolderWithMasks(root, masks_root=mroot)
-    with pytest.raises(ValueError, match=r"aspect ratio") as err:
+    with pytest.raises(DataError, match=r"aspect ratio") as err:
         ds[0]
     assert "a.png" in str(err.value) and "40x40" in str(err.value)
+    with pytest.raises(DataError, match=r"aspect ratio"):
+        ImageFolderWithMasks(root, masks_root=mroot, resize_masks=True)[0]
 
 
 def test_missing_mask_names_both_paths(tmp_path):

@@ -20,10 +20,23 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         required=True,
-        help="'synthetic' (the built-in validation split), 'synthetic:N', or an image folder",
+        help="'synthetic' (the built-in validation split), 'synthetic:N', an image folder, or a "
+        "named dataset's val split: oxford-pets:PATH (trimaps as masks), voc-seg:PATH, "
+        "cifar10:PATH, imagenette:PATH",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch a named dataset into its PATH with torchvision when it is missing",
     )
     p.add_argument(
         "--masks", help="folder of masks beside an image folder (same relative paths, PNG)"
+    )
+    p.add_argument(
+        "--resize-masks",
+        action="store_true",
+        help="resize masks of another size than their image (same aspect ratio) instead of "
+        "stopping",
     )
     p.add_argument(
         "--skip-bad-images",
@@ -101,24 +114,19 @@ def write_outputs(result, out: str | Path) -> dict[str, Path]:
     return paths
 
 
-def _dataset(spec: str, masks: str | None, info, seed: int, skip_bad: bool = False):
+def _dataset(args: argparse.Namespace, info):
     from ..data import build_dataset
 
+    spec, size = args.data, info.size[0]
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        if masks:
+        if args.masks:
             raise ValueError("--masks is for image folders; synthetic images carry their own masks")
-        return build_dataset(spec, split="val", size=info.size[0], seed=seed)
-    path = Path(spec)
-    if not path.exists():
-        raise FileNotFoundError(f"--data {spec!r}: no such folder (or use 'synthetic')")
+        return build_dataset(spec, "val", size, seed=args.seed, download=args.download)
+    options = {"mean": info.mean, "std": info.std, "skip_bad": args.skip_bad_images}
+    if args.resize_masks:
+        options["resize_masks"] = True
     return build_dataset(
-        path,
-        split="val",
-        size=info.size[0],
-        masks_root=masks,
-        mean=info.mean,
-        std=info.std,
-        skip_bad=skip_bad,
+        spec, "val", size, masks_root=args.masks, download=args.download, **options
     )
 
 
@@ -137,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = {n: load_model(ref, trust_code=args.trust_code) for n, ref in zip(names, args.models)}
     info = input_info(models[names[0]], args.models[0])
-    data = _dataset(args.data, args.masks, info, args.seed, args.skip_bad_images)
+    data = _dataset(args, info)
     layers = args.layers[0] if args.layers == ["stages"] else args.layers
     result = compare(
         models,

@@ -49,8 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         default="synthetic",
-        help="'synthetic' (built-in shapes), 'synthetic:N' (N training images), or an image "
+        help="'synthetic' (built-in shapes), 'synthetic:N' (N training images), a named "
+        "dataset (oxford-pets:PATH, voc-seg:PATH, cifar10:PATH, imagenette:PATH), or an image "
         "folder with train/ and val/ class subfolders (default: synthetic)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch a named dataset into its PATH with torchvision when it is missing",
     )
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics, TensorBoard")
     p.add_argument("--epochs", type=_epochs, help=f"override the recipe's epochs (1..{MAX_EPOCHS})")
@@ -116,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             tensorboard=args.tensorboard,
             overrides=overrides,
             stop_after=args.stop_after,
+            download=args.download,
         )
     except TrainError as exc:
         if _is_main():

@@ -76,17 +76,25 @@ def _subset(ds: Dataset, n: int | None, seed: int, split: str) -> Dataset:
 
 
 def build_datasets(
-    data: str | os.PathLike[str], settings: TrainSettings, *, num_classes: int | None = None
+    data: str | os.PathLike[str],
+    settings: TrainSettings,
+    *,
+    num_classes: int | None = None,
+    download: bool = False,
 ) -> tuple[Dataset, Dataset]:
     """The train and val datasets of ``data`` at ``settings`` (see :func:`build_loaders`).
 
-    Errors (a missing folder, a folder with no images, a bad spec) are
-    :class:`TrainError` naming the spec.
+    ``data`` is any :func:`~attnviz.data.build_dataset` spec: ``"synthetic[:N]"``,
+    a named dataset (``"oxford-pets:PATH"``, ...; ``download=True`` fetches it
+    when missing) or a folder. Errors (missing data, a folder with no images, a
+    bad spec) are :class:`TrainError` naming the spec.
     """
     size = settings.image_size or 64
     try:
         if is_synthetic(data):
             text = os.fspath(data)
+            if download:
+                build_dataset(text, "train", size, download=True)  # the error that says why not
             n_train = settings.train_images or DEMO_TRAINING["train_images"]
             if text != "synthetic":
                 build_dataset(text, "train", size)  # validates "synthetic:N"
@@ -98,8 +106,9 @@ def build_datasets(
             train = SyntheticShapes(n_train, split="train", **kw)
             val = SyntheticShapes(n_val, split="val", **kw)
             return train, val
-        train = build_dataset(data, "train", size, skip_bad=settings.skip_bad_images)
-        val = build_dataset(data, "val", size, skip_bad=settings.skip_bad_images)
+        skip_bad = settings.skip_bad_images
+        train = build_dataset(data, "train", size, skip_bad=skip_bad, download=download)
+        val = build_dataset(data, "val", size, skip_bad=skip_bad)
     except (FileNotFoundError, ValueError, TypeError, OSError, RuntimeError) as exc:
         raise TrainError(f"data {os.fspath(data)!r}: {exc}") from exc
     if Path(data).is_dir() and not (Path(data) / "val").is_dir():
@@ -239,7 +248,7 @@ def build_loaders(
     num_classes: int | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[Any, Any]:
-    """``(train_loader, val_loader)`` for ``data`` (``"synthetic"``, ``"synthetic:N"``, a folder).
+    """``(train_loader, val_loader)`` for ``data`` (``"synthetic[:N]"``, ``"NAME:PATH"``, a folder).
 
     ``settings``: :class:`TrainSettings` or a ``train:`` mapping. The val loader
     iterates the whole val split in order, un-augmented, in batches of

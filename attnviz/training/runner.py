@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import canonical_spec
 from ..fileformats import read_json
 from ..recipes import Recipe, RecipeError, build_model, load_recipe, recipe_from_dict
 from ..serialization import load_weights
@@ -123,11 +124,6 @@ def _as_recipe(recipe: Recipe | str | os.PathLike[str] | dict[str, Any]) -> Reci
     raise TrainError(f"recipe must be a Recipe, a path or a dict, got {type(recipe).__name__}")
 
 
-def _data_id(data: str | os.PathLike[str]) -> str:
-    text = os.fspath(data)
-    return text if is_synthetic(text) else str(Path(text).resolve())
-
-
 def _output_classes(model: nn.Module, channels: int, size: int) -> int:
     """Number of logits the model gives for one image (a forward in eval mode, no grad)."""
     was = model.training
@@ -149,7 +145,7 @@ def _identity(recipe: Recipe, settings: TrainSettings, data: str, seed: int, fin
     identity = {
         "recipe": spec,
         "settings": settings.result_dict(),
-        "data": _data_id(data),
+        "data": canonical_spec(data),
         "seed": seed,
         "finetune": finetune,
     }
@@ -189,6 +185,7 @@ def _prepare(
     device: str | torch.device | None,
     finetune: str | None,
     overrides: dict[str, Any] | None,
+    download: bool = False,
 ) -> _Plan:
     rec = _as_recipe(recipe)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -235,7 +232,7 @@ def _prepare(
             )
         build_datasets(data_text, settings, num_classes=classes)
     else:
-        train_ds, _ = build_datasets(data_text, settings)
+        train_ds, _ = build_datasets(data_text, settings, download=download)
         found = num_classes_of(train_ds)
         if found != classes:
             raise TrainError(
@@ -418,14 +415,18 @@ def train(
     tensorboard: bool = True,
     overrides: dict[str, Any] | None = None,
     stop_after: int | None = None,
+    download: bool = False,
 ) -> TrainResult:
     """Train a recipe's model on ``data``; checkpoint every epoch into ``out``; resume when asked.
 
     Args:
         recipe: a :class:`~attnviz.recipes.Recipe`, a recipe file, or a recipe dict.
         data: ``"synthetic"`` (built-in shapes, sized by ``train_images`` /
-            ``val_images``), ``"synthetic:N"`` (N training images), or an image
-            folder with ``train/`` and ``val/`` subfolders of class folders.
+            ``val_images``), ``"synthetic:N"`` (N training images), a named
+            dataset (``"oxford-pets:PATH"``, ``"voc-seg:PATH"``, ``"cifar10:PATH"``,
+            ``"imagenette:PATH"``: its train and val splits, see
+            :func:`attnviz.data.build_dataset`), or an image folder with
+            ``train/`` and ``val/`` subfolders of class folders.
         out: the run folder (created; see the module docs for its files).
         epochs: overrides the recipe's ``train: epochs``.
         seed: initial weights, data order, flips and dropout all follow it. A CPU
@@ -446,6 +447,8 @@ def train(
         overrides: ``train:`` settings over the recipe's, e.g. ``{"lr": 0.05}``.
         stop_after: return after this many epochs in this call (unfinished; the
             next call resumes), e.g. to fit a job into a time limit.
+        download: fetch a named dataset with torchvision when it is missing
+            (under ``torchrun`` the processes share one download).
 
     Raises:
         TrainError: bad input (unknown setting, missing data, unknown finetune
@@ -473,6 +476,7 @@ def train(
         device=device,
         finetune=finetune,
         overrides=overrides,
+        download=download,
     )
     is_main = _env_int("RANK", 0) == 0
     decision = _decide(plan, resume, warn=is_main)
