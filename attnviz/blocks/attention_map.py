@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .._tracing import register_leaf
+from ..errors import AttnvizError
 
 __all__ = ["NORMALIZATIONS", "AttentionMap"]
 
@@ -27,7 +28,7 @@ class AttentionMap(nn.Module):
     def __init__(self, dim: int = -1, normalize: str = "softmax"):
         super().__init__()
         if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+            raise AttnvizError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
         self.dim = dim
         self.normalize = normalize
 
