@@ -39,7 +39,14 @@ from attnviz.training.loaders import build_loaders
 from attnviz.training.loop import Trainer
 from attnviz.training.runner import _make_optimizer, _make_scheduler
 
-BLOCKS = ["none", "se", "eca", "cbam", "gc", "coord", "simam"]
+#: Blocks placed "after" on every residual branch, with their kwargs where the defaults do not
+#: fit the demo maps (32, 16, 8). Blocks that replace a convolution (sk, splat, lambda,
+#: bottleneck, halo) are left out: "after" is not their placement.
+AFTER = (
+    "se ese eca ecam ceca cbam lcbam cbam_channel cbam_spatial gc gca gc_scale ge "
+    "coord scoord ela strip simam triplet fca srm bam nl bat"
+)
+BLOCKS: dict[str, dict] = {"none": {}, **{n: {} for n in AFTER.split()}, "bat": {"block_size": 4}}
 
 
 def recipe(attention: str) -> dict:
@@ -50,6 +57,7 @@ def recipe(attention: str) -> dict:
             **{k: list(v) if isinstance(v, tuple) else v for k, v in DEMO_NET.items()},
         },
         "attention": attention,
+        "block_kwargs": BLOCKS.get(attention, {}),
         "where": "residual",
         "input_size": [3, 64, 64],
     }

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from timm.layers import ConvMlp, create_conv2d, get_act_layer, make_divisible
 from torch import nn
 
+from ..errors import AttnvizError
 from .gate import Gate
 
 __all__ = ["GatherExcite"]
@@ -44,7 +45,7 @@ class GatherExcite(nn.Module):
     ):
         super().__init__()
         if extent < 0 or (extent and extent & (extent - 1)):
-            raise ValueError(f"extent must be 0 (global) or a power of two, got {extent}")
+            raise AttnvizError(f"extent must be 0 (global) or a power of two, got {extent}")
         act_layer = get_act_layer(act_layer)
         self.add_maxpool = add_maxpool
         self.extent = extent
@@ -54,7 +55,7 @@ class GatherExcite(nn.Module):
             self.gather = nn.Sequential()
             if extent == 0:
                 if feat_size is None:
-                    raise ValueError("extra_params with a global extent needs feat_size=(H, W)")
+                    raise AttnvizError("extra_params with a global extent needs feat_size=(H, W)")
                 self.gather.add_module(
                     "conv1",
                     create_conv2d(

@@ -1,31 +1,40 @@
-"""One registry of attention blocks: ``attention_block(name, channels, **kw)``.
+"""The mechanism of the block registry: ``attention_block(name, channels, **kw)``.
 
 Every block takes the channel count as its first argument (timm's
-convention) and maps ``[B, C, H, W]`` to the same shape. Built-in blocks
-reuse ``timm.layers`` where timm has them and expose their attention weights
-as :class:`~attnviz.blocks.gate.Gate` submodules, so ``<block>.gate`` is a
-capturable value.
+convention). Blocks placed after or beside a layer map ``[B, C, H, W]`` to
+the same shape; blocks that can *replace* a convolution (``replaces=True``)
+also take ``out_channels`` and ``stride``. ``attention_block`` takes
+``out_channels``, ``stride`` and ``feat_size`` for every block, translates them
+to each factory's own argument names (``dim_out``...) in one place
+(:attr:`AttentionInfo.site_args`), ignores ``feat_size`` where a block does not
+use it, and refuses a channel or stride change a block cannot make.
 
 ``init="identity"`` makes a block compute exactly its input until trained:
 each gate becomes ``1 + blend * (g - 1)`` with ``blend`` a learnable scalar
-at 0, additive blocks zero their last layer, and a user's block with
-neither is wrapped as ``x + blend * (block(x) - x)``.
+at 0, residual blocks zero their last layer (``init_identity()``), and a
+user's block with neither is wrapped as ``x + blend * (block(x) - x)``.
+Blocks that replace a convolution have no identity form and refuse it.
+
+The built-in blocks are registered by :mod:`attnviz.blocks.catalog`.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .._select import unknown_name_error
+from ..errors import AttnvizError
 from .gate import Gate
 
 __all__ = [
     "INITS",
+    "KINDS",
+    "SITE_ARGS",
     "AttentionInfo",
     "IdentityBlend",
     "attention_block",
@@ -35,20 +44,46 @@ __all__ = [
 ]
 
 INITS = ("default", "identity")
+#: What a block attends over: ``conv`` marks attention-like convolutions (SK, split attention).
+KINDS = ("channel", "spatial", "channel+spatial", "self-attention", "conv")
+#: The arguments ``attention_block`` takes for every block, whatever the factory calls them.
+SITE_ARGS = ("out_channels", "stride", "feat_size")
 
 
 @dataclass(frozen=True)
 class AttentionInfo:
-    """A registered block: its factory, a one-line description and its paper."""
+    """A registered block: its factory and what it is.
+
+    ``kind``: one of :data:`KINDS`. ``identity_exact``: ``init="identity"``
+    computes exactly the input (False: the block refuses it). ``replaces``:
+    it takes ``out_channels`` and ``stride``, so it can stand in for a
+    convolution. ``values``: its attention values, as names relative to the
+    block (``"gate"``, ``"channel.gate"``, ``"attention"``) that
+    :func:`attnviz.list_intermediates` lists. ``site_args``: the factory's own
+    names for :data:`SITE_ARGS` it accepts (``{"out_channels": "dim_out"}``).
+    """
 
     name: str
     factory: Callable[..., nn.Module]
     description: str = ""
     reference: str = ""
     builtin: bool = False
+    kind: str = "channel"
+    identity_exact: bool = True
+    replaces: bool = False
+    values: tuple[str, ...] = ()
+    site_args: Mapping[str, str] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, AttentionInfo] = {}
+
+
+def _signature_site_args(factory: Callable[..., nn.Module]) -> dict[str, str]:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {a: a for a in SITE_ARGS if a in params}
 
 
 def register_attention(
@@ -57,6 +92,8 @@ def register_attention(
     *,
     description: str = "",
     reference: str = "",
+    kind: str = "channel",
+    values: Sequence[str] = (),
     overwrite: bool = False,
 ) -> Callable[..., nn.Module]:
     """Register ``factory(channels, **kw) -> nn.Module`` under ``name``.
@@ -64,6 +101,9 @@ def register_attention(
     The block must map ``[B, C, H, W]`` to the same shape. For exact
     identity init, give it :class:`Gate` submodules or an ``init_identity()``
     method; otherwise ``init="identity"`` wraps it in :class:`IdentityBlend`.
+    A factory with ``out_channels``, ``stride`` or ``feat_size`` parameters
+    receives them from :func:`attention_block`; one with ``out_channels`` and
+    ``stride`` is marked ``replaces``.
 
     >>> import torch.nn as nn
     >>> class Scale(nn.Module):
@@ -74,21 +114,28 @@ def register_attention(
     torch.Size([8, 1, 1])
     """
     if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"attention name must be a Python identifier, got {name!r}")
+        raise AttnvizError(f"attention name must be a Python identifier, got {name!r}")
     if not callable(factory):
         raise TypeError(f"factory for {name!r} must be callable, got {type(factory).__name__}")
     if name in _REGISTRY and not overwrite:
-        raise ValueError(
+        raise AttnvizError(
             f"attention {name!r} is already registered; pass overwrite=True to replace it"
         )
-    _REGISTRY[name] = AttentionInfo(name, factory, description, reference, builtin=False)
+    if kind not in KINDS:
+        raise unknown_name_error("attention kind", kind, list(KINDS))
+    site = _signature_site_args(factory)
+    replaces = "out_channels" in site and "stride" in site
+    _REGISTRY[name] = AttentionInfo(
+        name, factory, description, reference, False, kind, True, replaces, tuple(values), site
+    )
     return factory
 
 
-def _builtin(
-    name: str, factory: Callable[..., nn.Module], description: str, reference: str
-) -> None:
-    _REGISTRY[name] = AttentionInfo(name, factory, description, reference, builtin=True)
+def add_builtin(info: AttentionInfo) -> None:
+    """Register a built-in block (used by :mod:`attnviz.blocks.catalog`)."""
+    if info.kind not in KINDS:
+        raise ValueError(f"built-in {info.name!r}: kind {info.kind!r} is not one of {KINDS}")
+    _REGISTRY[info.name] = info
 
 
 def list_attention() -> list[str]:
@@ -131,6 +178,12 @@ def _wrap_gates(block: nn.Module) -> list[Gate]:
 
 
 def _check_kwargs(info: AttentionInfo, kwargs: dict) -> None:
+    reserved = {own: uniform for uniform, own in info.site_args.items()}
+    for key in kwargs:
+        if key in reserved and key != reserved[key]:
+            raise AttnvizError(
+                f"attention {info.name!r}: pass {reserved[key]}= (attention_block's own argument), not {key}="
+            )
     try:
         sig = inspect.signature(info.factory)
     except (TypeError, ValueError):
@@ -142,31 +195,115 @@ def _check_kwargs(info: AttentionInfo, kwargs: dict) -> None:
         n
         for n, p in list(params.items())[1:]
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and n not in ("device", "dtype")
+        and n not in reserved
     ]
-    valid = [n for n in valid if n not in ("device", "dtype")]
     for key in kwargs:
         if key not in valid:
             raise unknown_name_error(f"argument for attention {info.name!r}:", key, valid)
 
 
-def attention_block(name: str, channels: int, *, init: str = "default", **kwargs) -> nn.Module:
-    """Build the block ``name`` for ``channels`` channels.
+def _positive_int(what: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise AttnvizError(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
+def _feat_size(value: object) -> tuple[int, int] | None:
+    """``None``, ``n`` or ``(H, W)`` (a list from JSON too) as ``(H, W)``."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        isinstance(value, (tuple, list, torch.Size))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return (int(value[0]), int(value[1]))
+    raise AttnvizError(f"feat_size must be (H, W), two positive ints, got {value!r}")
+
+
+def _site_kwargs(
+    info: AttentionInfo, channels: int, out_channels: int, stride: int, feat: tuple | None
+) -> dict:
+    """``out_channels``/``stride``/``feat_size`` under the factory's own names."""
+    asked = {
+        "out_channels": out_channels if out_channels != channels else None,
+        "stride": stride if stride != 1 else None,
+        "feat_size": feat,
+    }
+    site = {}
+    for key, value in asked.items():
+        if value is None:
+            continue
+        own = info.site_args.get(key)
+        if own is not None:
+            site[own] = value
+            continue
+        if key == "feat_size":
+            continue  # a block that does not depend on the map size ignores it
+        can = [n for n in list_attention() if key in attention_info(n).site_args]
+        change = (
+            f"map {channels} channels to out_channels={out_channels}"
+            if key == "out_channels"
+            else f"take stride={stride}"
+        )
+        raise AttnvizError(
+            f"attention {info.name!r} keeps its input's shape: it cannot {change}; "
+            f"blocks that can: {can}"
+        )
+    return site
+
+
+def attention_block(
+    name: str,
+    channels: int,
+    *,
+    init: str = "default",
+    out_channels: int | None = None,
+    stride: int = 1,
+    feat_size: int | Sequence[int] | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build the block ``name`` for ``channels`` input channels.
 
     ``init="default"``: the block as its paper defines it. ``init="identity"``:
     the block computes exactly its input until trained (see module docs).
+    ``out_channels`` and ``stride`` (blocks that replace a convolution) and
+    ``feat_size=(H, W)`` (the map the block will see: position embeddings,
+    windows) are accepted for every block; ``kwargs`` are the block's own.
 
     >>> blk = attention_block("se", 64, init="identity")
     >>> x = torch.randn(2, 64, 8, 8)
     >>> bool(torch.equal(blk(x), x))
     True
+    >>> attention_block("sk", 64, out_channels=128, stride=2)(x).shape
+    torch.Size([2, 128, 4, 4])
     """
     info = attention_info(name)
     if init not in INITS:
         raise unknown_name_error("init", init, list(INITS))
-    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-        raise ValueError(f"channels must be a positive int, got {channels!r}")
+    channels = _positive_int("channels", channels)
+    out = channels if out_channels is None else _positive_int("out_channels", out_channels)
+    stride = _positive_int("stride", stride)
+    feat = _feat_size(feat_size)
+    if init == "identity" and not info.identity_exact:
+        exact = [n for n in list_attention() if attention_info(n).identity_exact]
+        raise AttnvizError(
+            f"attention {name!r} replaces a convolution and has no identity form; use "
+            f"init='default' (blocks with an exact identity init: {exact})"
+        )
     _check_kwargs(info, kwargs)
-    block = info.factory(channels, **kwargs)
+    site = _site_kwargs(info, channels, out, stride, feat)
+    try:
+        block = info.factory(channels, **site, **kwargs)
+    except AssertionError as exc:  # timm validates its arguments with asserts
+        given = ", ".join(f"{k}={v!r}" for k, v in {**site, **kwargs}.items())
+        raise AttnvizError(
+            f"attention {name!r} cannot be built with channels={channels}"
+            f"{', ' + given if given else ''}: {str(exc) or 'the block refused these settings'}"
+        ) from exc
     if not isinstance(block, nn.Module):
         raise TypeError(
             f"factory of attention {name!r} returned {type(block).__name__}, not an nn.Module"
@@ -181,91 +318,3 @@ def attention_block(name: str, channels: int, *, init: str = "default", **kwargs
         if not gates and not has_init:
             block = IdentityBlend(block)
     return block
-
-
-# -- built-in blocks ------------------------------------------------------------
-def _register_builtins() -> None:
-    from timm.layers import CecaModule, EcaModule, EffectiveSEModule, GlobalContext, SEModule
-    from timm.layers.cbam import CbamModule, ChannelAttn, SpatialAttn
-    from timm.layers.coord_attn import CoordAttn
-
-    from .gather_excite import GatherExcite
-    from .global_context import GlobalContextBlock
-    from .simam import SimAM
-
-    def spatial(channels: int, kernel_size: int = 7, gate_layer: str = "sigmoid") -> nn.Module:
-        return SpatialAttn(kernel_size=kernel_size, gate_layer=gate_layer)
-
-    def gc_scale(channels: int, rd_ratio: float = 1.0 / 8, **kw) -> nn.Module:
-        return GlobalContext(channels, fuse_add=False, fuse_scale=True, rd_ratio=rd_ratio, **kw)
-
-    _builtin(
-        "se",
-        SEModule,
-        "Squeeze-and-Excitation: GAP -> 1x1 bottleneck MLP -> sigmoid gate per channel",
-        "Hu et al., CVPR 2018, arXiv:1709.01507",
-    )
-    _builtin(
-        "ese",
-        EffectiveSEModule,
-        "Effective SE: GAP -> one 1x1 conv C->C -> hard-sigmoid gate",
-        "Lee & Park, CenterMask, CVPR 2020",
-    )
-    _builtin(
-        "eca",
-        EcaModule,
-        "Efficient Channel Attention: GAP -> 1-D conv across channels (adaptive k) -> sigmoid",
-        "Wang et al., CVPR 2020, arXiv:1910.03151",
-    )
-    _builtin("ceca", CecaModule, "ECA with circular padding across channels", "timm variant of ECA")
-    _builtin(
-        "cbam",
-        CbamModule,
-        "CBAM: channel gate (avg+max pooled shared MLP) then spatial gate (7x7 conv on channel avg/max)",
-        "Woo et al., ECCV 2018, arXiv:1807.06521",
-    )
-    _builtin(
-        "cbam_channel",
-        ChannelAttn,
-        "CBAM's channel attention alone: avg- and max-pooled shared MLP, summed, sigmoid",
-        "Woo et al., ECCV 2018",
-    )
-    _builtin(
-        "cbam_spatial",
-        spatial,
-        "CBAM's spatial attention alone: 7x7 conv over [mean, max] across channels",
-        "Woo et al., ECCV 2018",
-    )
-    _builtin(
-        "gc",
-        GlobalContextBlock,
-        "Global context: softmax attention pooling -> bottleneck transform with LayerNorm -> added to every position",
-        "Cao et al., GCNet, ICCVW 2019, arXiv:1904.11492",
-    )
-    _builtin(
-        "gc_scale",
-        gc_scale,
-        "Global context with multiplicative (sigmoid) fusion, timm's 'gc'",
-        "Cao et al., GCNet; timm",
-    )
-    _builtin(
-        "coord",
-        CoordAttn,
-        "Coordinate attention: pooling along H and W -> shared 1x1 -> two directional gates",
-        "Hou et al., CVPR 2021, arXiv:2103.02907",
-    )
-    _builtin(
-        "simam",
-        SimAM,
-        "SimAM: parameter-free 3-D attention from a per-neuron energy function",
-        "Yang et al., ICML 2021",
-    )
-    _builtin(
-        "ge",
-        GatherExcite,
-        "Gather-Excite: gather over an extent, excite with a bottleneck MLP (fixed timm 'ge')",
-        "Hu et al., NeurIPS 2018, arXiv:1810.12348",
-    )
-
-
-_register_builtins()

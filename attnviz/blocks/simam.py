@@ -26,7 +26,7 @@ class SimAM(nn.Module):
         self.gate = Gate(gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = max(x.shape[2] * x.shape[3] - 1, 1)
+        n = torch.sym_max(x.shape[2] * x.shape[3] - 1, 1)  # traceable max
         d = (x - x.mean(dim=(2, 3), keepdim=True)).pow(2)
         v = d.sum(dim=(2, 3), keepdim=True) / n
         e_inv = d / (4 * (v + self.e_lambda)) + 0.5
