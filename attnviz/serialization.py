@@ -31,6 +31,7 @@ from ._utils import eval_mode, model_device
 from .blocks import attention_block
 from .errors import AttnvizError, FileFormatError
 from .fileformats import MAX_JSON_BYTES, parse_json
+from .inputs import attach_contract, attached_contract, contract_from_spec, spec_entry
 from .surgery import SurgerySpec, apply_surgery, attention_keys, surgery_spec
 from .trust import check_model_reference
 from .zoo import create_model, meta_state_shapes, read_state_dict
@@ -65,6 +66,9 @@ def save(model: nn.Module, path: str | os.PathLike, *, extra: dict[str, Any] | N
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     spec = surgery_spec(model)
+    contract = attached_contract(model)
+    if contract is not None:  # the model's input contract travels with its weights
+        spec["extra"] = {**(spec.get("extra") or {}), **spec_entry(contract)}
     if extra is not None:
         spec["extra"] = {**(spec.get("extra") or {}), **json.loads(json.dumps(extra))}
     text = json.dumps(spec)
@@ -169,8 +173,9 @@ def load(
     ``package.module:factory`` and classes outside the allowlist
     (:mod:`attnviz.trust`). A file that is not what it claims raises
     :class:`~attnviz.errors.FileFormatError`; one that names code,
-    :class:`~attnviz.errors.UntrustedCodeError`. The spec's ``extra`` (the
-    input contract training records) stays on the model's spec.
+    :class:`~attnviz.errors.UntrustedCodeError`. The model's input contract
+    (:mod:`attnviz.inputs`: size, normalisation, resize policy, class names),
+    recorded in the file, comes back with it.
     """
     from safetensors.torch import load_model
 
@@ -203,7 +208,10 @@ def load(
             f"{path}: the spec does not say how to build the base model (it was not made by "
             "attnviz.create_model and not recognised); pass base= (the module or a factory)"
         )
+    contract = contract_from_spec(spec.extra, str(path))  # validated before anything is built
     model = apply_surgery(model, spec, source=str(path), trust_code=trust_code)
+    if contract is not None:
+        attach_contract(model, contract)
     missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
     if missing or unexpected:
         raise FileFormatError(

@@ -15,6 +15,7 @@ import json
 import pickle
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from .errors import FileFormatError
+from .inputs import InputContract, attach_contract, input_contract
 
 __all__ = [
     "create_model",
@@ -117,7 +119,9 @@ def create_model(
     state: Mapping[str, torch.Tensor] | None = None
     if weights is not None and source == "timm":
         # timm's own pretrained path, pointed at a local file (it adapts the classifier too:
-        # it drops the file's classifier only when its class count differs)
+        # it drops the file's classifier only when its class count differs). The file is read
+        # by attnviz's own reader first, so it is known to hold nothing but tensors.
+        read_state_dict(weights)
         overlay: dict[str, Any] = {"file": str(weights)}
         classes = _timm_file_classes(name, weights)
         if classes is not None:
@@ -143,7 +147,53 @@ def create_model(
         _load_with_new_head(model, state, ref)
     _json_check(kwargs, ref)
     setattr(model, _REF_ATTR, {"ref": ref, "kwargs": dict(kwargs)})
+    attach_contract(model, _contract(model, source, name, pretrained, weights))
     return model
+
+
+def _contract(
+    model: nn.Module, source: str, name: str, pretrained: bool, weights: str | Path | None
+) -> InputContract:
+    """What a model just built expects: its weights' own transforms and class names."""
+    contract = input_contract(model)
+    classes = _last_linear_out(model)
+    if weights is not None:
+        contract.weights = f"base weights from {weights}"
+    elif not pretrained:
+        contract.weights = "random initialisation"
+    elif source == "torchvision":
+        from torchvision.models import get_model_weights
+
+        w = get_model_weights(name).DEFAULT
+        t = w.transforms()
+        crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+        names = list(w.meta.get("categories") or [])
+        contract = replace(
+            contract,
+            size=(crop, crop),
+            mean=tuple(t.mean),
+            std=tuple(t.std),
+            resize="crop",
+            crop_pct=crop / resize,
+            class_names=names if classes == len(names) else None,
+            weights=f"torchvision {name} {w.name}",
+            source=f"torchvision {name} {w.name} transforms()",
+        )
+    elif source == "timm":
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        names = None
+        if classes == 1000 and cfg.get("num_classes", 1000) == 1000:
+            from timm.data import ImageNetInfo
+
+            info = ImageNetInfo()
+            names = [info.index_to_description(i) for i in range(1000)]
+        contract = replace(
+            contract,
+            resize="crop",
+            class_names=names,
+            weights=f"timm {name}" + (f".{cfg['tag']}" if cfg.get("tag") else ""),
+        )
+    return contract
 
 
 def _torchvision_weights_for_other_classes(

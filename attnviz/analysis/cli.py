@@ -52,6 +52,13 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "--names", nargs="+", help="display names, one per model (default: recipe/run/file names)"
     )
     p.add_argument("--images", type=int, help="use at most this many images")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="run every model at this input size, overriding their own (the report says so)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--layers", nargs="+", default=["stages"], help="'stages' or layer names / globs"
@@ -114,15 +121,21 @@ def write_outputs(result, out: str | Path) -> dict[str, Path]:
     return paths
 
 
-def _dataset(args: argparse.Namespace, info):
+def _dataset(args: argparse.Namespace, contract, num_classes: int | None):
     from ..data import build_dataset
 
-    spec, size = args.data, info.size[0]
+    spec, size = args.data, contract.size
     if spec == "synthetic" or spec.startswith("synthetic:"):
         if args.masks:
             raise ValueError("--masks is for image folders; synthetic images carry their own masks")
-        return build_dataset(spec, "val", size, seed=args.seed, download=args.download)
-    options = {"mean": info.mean, "std": info.std, "skip_bad": args.skip_bad_images}
+        extra = {"num_classes": num_classes} if num_classes else {}
+        return build_dataset(spec, "val", size[0], seed=args.seed, download=args.download, **extra)
+    options = {
+        "mean": contract.mean,
+        "std": contract.std,
+        "skip_bad": args.skip_bad_images,
+        "resize": contract.resize,
+    }
     if args.resize_masks:
         options["resize_masks"] = True
     return build_dataset(
@@ -130,10 +143,20 @@ def _dataset(args: argparse.Namespace, info):
     )
 
 
+def _contract(args: argparse.Namespace, models: dict):
+    """The input contract every model shares (or the --size override), and the class count."""
+    from ..inputs import common_contract, input_contract
+
+    contracts = {n: input_contract(m, ref) for (n, m), ref in zip(models.items(), args.models)}
+    contract = common_contract(contracts, size=tuple(args.size) if args.size else None)
+    if args.size:
+        contract.source = f"--size {args.size[0]} {args.size[1]} (overriding the models' own)"
+    return contract
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..inputs import input_info
     from ..recipes import load_model
     from . import compare
 
@@ -144,8 +167,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"model names must be distinct, got {names}; pass --names")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = {n: load_model(ref, trust_code=args.trust_code) for n, ref in zip(names, args.models)}
-    info = input_info(models[names[0]], args.models[0])
-    data = _dataset(args, info)
+    contract = _contract(args, models)
+    data = _dataset(args, contract, len(contract.class_names) if contract.class_names else None)
     layers = args.layers[0] if args.layers == ["stages"] else args.layers
     result = compare(
         models,
@@ -158,7 +181,9 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         faithfulness=not args.no_faithfulness,
         faithfulness_images=args.faithfulness_images,
-        class_names=info.class_names,
+        class_names=contract.class_names,
+        input_contract=contract,
+        data_source=args.data,
     )
     paths = write_outputs(result, args.out)
     print(result.summary_text())

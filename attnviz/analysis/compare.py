@@ -22,6 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._capture import build_capture
 from ..cam.methods import ACTIVATION_METHODS, GRADIENT_METHODS
+from ..errors import DataError, InputContractError
+from ..inputs import InputContract, common_contract
+from ..inputs import input_contract as model_contract
 from ..intermediates import IntermediateModel
 from ..metrics import (
     CamAgreement,
@@ -203,6 +206,8 @@ def compare(
     panels: int = 8,
     denormalize: tuple[Sequence[float], Sequence[float]] | None = None,
     progress: bool = True,
+    input_contract: InputContract | None = None,
+    data_source: str | None = None,
 ) -> Comparison:
     """Compare a baseline (the first model) with its variants over the same images.
 
@@ -232,6 +237,10 @@ def compare(
         panels: how many most-disagreeing images to keep for CAM panels.
         denormalize: ``(mean, std)`` of the input normalisation, to show images
             (default: the dataset's ``mean`` / ``std`` attributes when it has them).
+        input_contract: the input contract the data was built for (default: the one
+            the models share; models whose contracts disagree are an
+            :class:`~attnviz.errors.InputContractError`, as are models with different
+            numbers of classes). Recorded in the report with ``data_source``.
 
     >>> import torch, torchvision
     >>> from torch.utils.data import TensorDataset
@@ -262,6 +271,8 @@ def compare(
         )
     names = list(models)
     baseline = names[0]
+    contracts = {n: model_contract(m) for n, m in models.items()}
+    shared = input_contract or common_contract(contracts)
     dev = torch.device(device) if device is not None else _model_device(models[baseline])
     batches = _batches(data, batch_size, max_images, masks)
     try:
@@ -275,7 +286,10 @@ def compare(
         gradient = any(m in GRADIENT_METHODS for m in methods)
         wrappers = {n: _capturing(models[n], resolved[n], gradient) for n in names}
         with torch.no_grad():
-            out = models[baseline](example)
+            outputs = {n: models[n](example) for n in names}
+        _check_classes(outputs)
+        out = outputs[baseline]
+        del outputs
         if num_classes is None and isinstance(out, Tensor) and out.ndim == 2:
             num_classes = out.shape[1]
         common = list(resolved[baseline].layers)
@@ -323,6 +337,11 @@ def compare(
         total = _total_batches(data, batch_size, max_images)
         seen = 0
         for images, labels, batch_masks in _progress(all_batches(), progress, total):
+            if num_classes is not None and labels.numel() and int(labels.max()) >= num_classes:
+                raise DataError(
+                    f"the data has labels up to {int(labels.max())} but the models have "
+                    f"{num_classes} outputs: the data is not the one the models were trained on"
+                )
             images, labels = images.to(dev), labels.to(dev)
             batch_masks = batch_masks.to(dev) if batch_masks is not None else None
             size = tuple(images.shape[-2:])
@@ -419,7 +438,29 @@ def compare(
         class_names=list(class_names) if class_names is not None else _attr(data, "class_names"),
         primary_method=first_method,
         denormalize=denormalize or _mean_std(data),
+        inputs={
+            "data": data_source,
+            "image_size": list(size) if seen else None,
+            "contract": shared.to_json(),
+            "models": {
+                n: {"weights": c.weights, "contract": c.source} for n, c in contracts.items()
+            },
+        },
     )
+
+
+def _check_classes(outputs: dict[str, Any]) -> None:
+    """Models compared on the same images must have the same number of classes."""
+    sizes = {
+        n: tuple(o.shape[1:]) if isinstance(o, Tensor) else type(o).__name__
+        for n, o in outputs.items()
+    }
+    if len(set(sizes.values())) > 1:
+        detail = ", ".join(f"{n!r}: {s}" for n, s in sizes.items())
+        raise InputContractError(
+            f"the models give outputs of different shapes ({detail}): models with different "
+            "classes cannot be compared image by image; compare models trained on the same classes"
+        )
 
 
 def _attr(data: Any, name: str) -> Any:

@@ -81,6 +81,7 @@ class Comparison:
     class_names: list[str] | None = None
     denormalize: tuple[Sequence[float], Sequence[float]] | None = None
     state_elements: dict[str, int] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
     _figures: dict[str, Figure] | None = field(default=None, repr=False, compare=False)
 
     # -- construction --------------------------------------------------------------------
@@ -105,6 +106,7 @@ class Comparison:
         class_names: list[str] | None,
         primary_method: str,
         denormalize: Any = None,
+        inputs: dict[str, Any] | None = None,
     ) -> Comparison:
         acc = accumulators
         results: dict[str, dict[str, Any]] = {}
@@ -150,6 +152,7 @@ class Comparison:
             class_names=class_names,
             denormalize=denormalize,
             state_elements=state_elements,
+            inputs=dict(inputs or {}),
         )
 
     # -- tables ---------------------------------------------------------------------------
@@ -295,6 +298,7 @@ class Comparison:
             "cam_layer": self.cam_layer,
             "cam_methods": self.methods,
             "n_images": self.n_images,
+            "inputs": self.inputs,
             "summary": self.summary(),
             "table": self.table(),
             "results": _plain(self.results),

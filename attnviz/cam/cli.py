@@ -57,14 +57,14 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import plots
-    from ..inputs import input_info, load_image
+    from ..inputs import input_contract, load_image
     from ..recipes import load_model
     from . import compute_cam
 
     if not 0 < args.alpha <= 1:
         raise ValueError(f"--alpha must be in (0, 1], got {args.alpha}")
     model = load_model(args.model, trust_code=args.trust_code).eval()
-    info = input_info(model, args.model)
+    info = input_contract(model, args.model)
     if args.size:
         info.size = tuple(args.size)
     x, shown = load_image(args.image, info)

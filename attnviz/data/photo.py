@@ -45,6 +45,7 @@ __all__ = [
     "IMAGENET_STD",
     "RESIZE_MODES",
     "PhotoDataset",
+    "fit_photo",
     "open_photo",
 ]
 
@@ -94,10 +95,20 @@ def _resize(img: Image.Image, hw: Sequence[int], nearest: bool) -> Image.Image:
     return F.resize(img, list(hw), interpolation=mode, antialias=True)
 
 
-def _fit(
-    img: Image.Image, mask: np.ndarray | None, size: tuple[int, int] | None, resize: str
+def fit_photo(
+    img: Image.Image,
+    mask: np.ndarray | None,
+    size: tuple[int, int] | None,
+    resize: str,
+    *,
+    crop_fraction: float = CROP_FRACTION,
 ) -> tuple[Image.Image, np.ndarray | None]:
-    """``img`` (and ``mask``, same geometry) at ``size`` by ``resize`` ("crop" or "stretch")."""
+    """``img`` (and ``mask``, same geometry) at ``size`` by ``resize`` ("crop" or "stretch").
+
+    ``crop_fraction``: the part of the scaled image the centre crop keeps (0.875 for
+    torchvision's weights; timm's ``crop_pct``). Also what :func:`attnviz.inputs.load_image`
+    does to a single photo, so a photo and a dataset image get the same pixels.
+    """
     if size is None:
         return img, mask
     from torchvision.transforms.v2 import functional as F
@@ -112,9 +123,9 @@ def _fit(
     else:
         w, h = img.size
         if th == tw:  # torchvision's Resize(int(size / 0.875)) of the shorter side
-            img = _resize(img, [int(th / CROP_FRACTION)], nearest=False)
+            img = _resize(img, [int(th / crop_fraction)], nearest=False)
         else:  # cover (th, tw) / 0.875 keeping the aspect ratio
-            scale = max(th / h, tw / w) / CROP_FRACTION
+            scale = max(th / h, tw / w) / crop_fraction
             img = _resize(img, [max(th, int(h * scale)), max(tw, int(w * scale))], nearest=False)
         rw, rh = img.size
         img = F.center_crop(img, [th, tw])
@@ -227,7 +238,7 @@ class PhotoDataset(Dataset, abc.ABC):
 
     def __getitem__(self, index: int):
         img, label, mask = self._load(index)
-        img, mask = _fit(img, mask, self.size, self.resize)
+        img, mask = fit_photo(img, mask, self.size, self.resize)
         image = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div_(255.0)
         if mask is None:
             if self.transform is not None:

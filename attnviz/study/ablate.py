@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from .._atomic import atomic_write_json
@@ -114,13 +115,20 @@ def _train_torchrun(
 def _evaluate(grid: Grid, cell: Cell, model, device: str | None) -> dict[str, Any]:
     from ..analysis import compare
     from ..data import build_dataset
-    from ..inputs import input_info
+    from ..inputs import input_contract
 
-    info = input_info(model)
+    contract = input_contract(model)
     ev = grid.eval
     images = int(ev.get("images", 512))
-    spec = grid.data if not grid.data.startswith("synthetic") else f"synthetic:{images}"
-    data = build_dataset(spec, split="val", size=info.size[0])  # the same images for every cell
+    synthetic = grid.data.startswith("synthetic")
+    spec = grid.data if not synthetic else f"synthetic:{images}"
+    options: dict[str, Any] = {}
+    if synthetic:  # as many classes as the model has (training drew its images the same way)
+        options["num_classes"] = _num_classes(model, contract)
+    else:
+        options.update(mean=contract.mean, std=contract.std, resize=contract.resize)
+    # the same images for every cell
+    data = build_dataset(spec, split="val", size=contract.size[0], **options)
     result = compare(
         {cell.setting: model},
         data,
@@ -135,6 +143,13 @@ def _evaluate(grid: Grid, cell: Cell, model, device: str | None) -> dict[str, An
     )
     row = result.summary()[0]
     return {k: row.get(k) for k in METRICS if k in row}
+
+
+def _num_classes(model, contract) -> int:
+    if contract.class_names:
+        return len(contract.class_names)
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return last[-1].out_features if last else 10
 
 
 def run_cell(
