@@ -1,10 +1,10 @@
 """Train a recipe: ``python train.py --recipe models/small-resnet-se.yaml --out runs/se``.
 
 Also under ``torchrun --nproc_per_node=N train.py ...`` (DDP). ``--help`` lists
-the options; :mod:`attnviz.training.cli` holds them.
+the options; :mod:`attnviz.cli.train` holds them.
 """
 
-from attnviz.training.cli import main
+from attnviz.cli.train import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

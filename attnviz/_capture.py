@@ -45,6 +45,7 @@ from ._tracing import (
     trace_both_modes,
     trace_deep,
 )
+from .errors import AttnvizError
 
 __all__ = ["CapturePlan", "Value", "build_capture", "default_example_input", "plan_capture"]
 
@@ -407,7 +408,7 @@ def build_capture(
     if grad_from is not None:
         value = plan.values[grad_from]
         if plan.root.kind != "graph" or value.part != "":
-            raise ValueError(
+            raise AttnvizError(
                 f"grad_from={grad_from!r} needs the value in the model's top-level graph; "
                 "this model (or this value) is only reachable through its eager fallback"
             )

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import FileFormatError, InputContractError
+from .errors import AttnvizError, FileFormatError, InputContractError
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -180,7 +180,7 @@ def _hw(size: Any) -> tuple[int, int]:
         size = (size, size)
     hw = tuple(int(v) for v in size)[-2:]
     if len(hw) != 2 or not all(1 <= v <= 16384 for v in hw):
-        raise ValueError(f"size must be (height, width) in 1..16384, got {size!r}")
+        raise AttnvizError(f"size must be (height, width) in 1..16384, got {size!r}")
     return hw  # type: ignore[return-value]
 
 
@@ -218,12 +218,9 @@ def spec_entry(contract: InputContract) -> dict[str, Any]:
 
 
 def _from_base(model: nn.Module) -> InputContract:
-    """A contract derived from the model itself when nothing was recorded."""
-    from .surgery import base_reference
-
+    """A contract derived from the model itself when nothing was recorded (a guess)."""
     info = InputContract()
     cfg = getattr(model, "pretrained_cfg", None)
-    ref = (base_reference(model, cheap=True) or {}).get("ref", "")
     if isinstance(cfg, dict) and cfg.get("input_size"):
         info = replace(
             info,
@@ -233,7 +230,7 @@ def _from_base(model: nn.Module) -> InputContract:
             crop_pct=float(cfg.get("crop_pct", 0.875) or 0.875),
             source=f"timm pretrained_cfg of {cfg.get('architecture', type(model).__name__)}",
         )
-    elif ref.startswith("attnviz:"):
+    elif type(model).__module__ == "attnviz.nets":  # (a rewritten class keeps its module)
         from .data.synthetic import MEAN, SHAPE_NAMES, STD
 
         classes = getattr(model, "num_classes", None)
@@ -253,39 +250,16 @@ def _from_base(model: nn.Module) -> InputContract:
     return info
 
 
-def input_contract(model: nn.Module, ref: str | Path | None = None) -> InputContract:
-    """The model's input contract: attached, else recorded in its spec, else derived.
+def input_contract(model: nn.Module) -> InputContract:
+    """The model's input contract: the one attached to it, else a guess from its architecture.
 
-    ``ref`` (a recipe path the model was built from) supplies the recipe's
-    ``input_size`` when nothing was recorded.
+    :func:`attnviz.create_model`, :func:`attnviz.load`, recipes and training attach
+    one; a model built elsewhere gets timm's ``pretrained_cfg`` or ImageNet's
+    defaults, with ``weights="unknown"`` (a guess, which :func:`common_contract`
+    does not hold against other models).
     """
-    from .surgery.spec import spec_of
-
     contract = attached_contract(model)
-    if contract is None:
-        spec = spec_of(model)
-        contract = contract_from_spec(spec.extra if spec else None, "the model's spec")
-    if contract is None:
-        contract = _from_base(model)
-        spec = spec_of(model)
-        shape = next(
-            (
-                i.example_input_shape
-                for i in (spec.insertions if spec else [])
-                if i.example_input_shape
-            ),
-            None,
-        )
-        if shape:
-            contract.size = _hw(shape)
-        if ref is not None and str(ref).endswith((".yaml", ".yml")):
-            from .recipes import load_recipe
-
-            recipe = load_recipe(ref)
-            if recipe.input_size:
-                contract.size = _hw(recipe.input_size)
-                contract.source = f"recipe {ref}"
-    return copy.deepcopy(contract)
+    return copy.deepcopy(contract if contract is not None else _from_base(model))
 
 
 def common_contract(

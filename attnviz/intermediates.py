@@ -165,7 +165,7 @@ def resolve_names(
     """
     selectors = [names] if isinstance(names, str | type) else list(names)
     if not selectors:
-        raise ValueError("names is empty: give at least one name, glob or module type")
+        raise AttnvizError("names is empty: give at least one name, glob or module type")
     if types is not None and not isinstance(types, tuple):
         types = (types,)
     for t in types or ():
@@ -197,7 +197,7 @@ def resolve_names(
                     + _inside_untraced(plan, sel),
                 )
             if not type_ok(sel, types):
-                raise ValueError(
+                raise AttnvizError(
                     f"{sel!r} is not the output of a {[type_name(t) for t in types]} module"
                 )
             chosen.append(sel)
@@ -323,6 +323,6 @@ def with_intermediates(
     plan = plan_capture(model)
     chosen = resolve_names(plan, names, types=types, example_input=example_input)
     if grad_from is not None and grad_from not in chosen:
-        raise ValueError(f"grad_from={grad_from!r} must be one of the captured names {chosen}")
+        raise AttnvizError(f"grad_from={grad_from!r} must be one of the captured names {chosen}")
     tree, forward = build_capture(plan, chosen, grad_from=grad_from)
     return IntermediateModel(model, tree, forward, chosen, grad_from)

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import AttnvizError
+
 __all__ = ["DEMO_NET", "BasicBlock", "SmallResNet", "small_resnet"]
 
 #: Network used by the demo on ``SyntheticShapes`` (64x64, 10 classes): 78k
@@ -173,7 +175,7 @@ class SmallResNet(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace ``fc`` by a freshly initialised one (0: ``nn.Identity``), like timm."""
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+            raise AttnvizError(f"num_classes must be an int >= 0, got {num_classes!r}")
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
@@ -185,18 +187,18 @@ def _check_config(
         return isinstance(v, int) and not isinstance(v, bool)
 
     if not is_int(num_classes) or num_classes < 0:
-        raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        raise AttnvizError(f"num_classes must be an int >= 0, got {num_classes!r}")
     if not is_int(in_chans) or in_chans < 1:
-        raise ValueError(f"in_chans must be an int >= 1, got {in_chans!r}")
+        raise AttnvizError(f"in_chans must be an int >= 1, got {in_chans!r}")
     widths, depths = tuple(widths), tuple(depths)
     if not widths or not all(is_int(w) and w >= 1 for w in widths):
-        raise ValueError(f"widths must be a non-empty sequence of ints >= 1, got {widths!r}")
+        raise AttnvizError(f"widths must be a non-empty sequence of ints >= 1, got {widths!r}")
     if len(depths) != len(widths) or not all(is_int(d) and d >= 1 for d in depths):
-        raise ValueError(
+        raise AttnvizError(
             f"depths must hold one int >= 1 per stage ({len(widths)} stages), got {depths!r}"
         )
     if stem_stride not in (1, 2, 4):
-        raise ValueError(f"stem_stride must be 1, 2 or 4, got {stem_stride!r}")
+        raise AttnvizError(f"stem_stride must be 1, 2 or 4, got {stem_stride!r}")
 
 
 def small_resnet(

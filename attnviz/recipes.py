@@ -33,6 +33,7 @@ from torch import nn
 from ._select import unknown_name_error
 from .blocks import INITS, list_attention
 from .errors import RecipeError
+from .inputs import attach_contract, input_contract
 from .surgery import insert_attention
 from .zoo import create_model, resolve_factory
 
@@ -85,7 +86,7 @@ def _check(recipe: Recipe, where: str) -> None:
     for key in ("base_kwargs", "block_kwargs", "train"):
         if not isinstance(getattr(recipe, key), dict):
             raise RecipeError(f"{where}: {key} must be a mapping, got {getattr(recipe, key)!r}")
-    from .training.config import TrainError, settings_from_dict
+    from .settings import TrainError, settings_from_dict
 
     try:
         settings_from_dict(recipe.train, source="train")
@@ -168,6 +169,11 @@ def build_model(recipe: Recipe, *, pretrained: bool | None = None) -> nn.Module:
     model = create_model(
         recipe.base, pretrained=use_pretrained, weights=weights, **recipe.base_kwargs
     )
+    if recipe.input_size:  # what the recipe says its inputs are (training records the rest)
+        contract = input_contract(model)
+        contract.size = (recipe.input_size[-2], recipe.input_size[-1])
+        contract.source = f"recipe {recipe.source or recipe.name}"
+        attach_contract(model, contract)
     if recipe.attention == "none":
         return model
     example = torch.randn(1, *recipe.input_size) if recipe.input_size else None

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import AttnvizError
 from .plots._common import ArrayLike, tile, to_numpy, to_uint8
 from .plots.cams import Denormalize, overlay_batch
 from .plots.features import feature_grid_array
@@ -105,7 +106,7 @@ def log_cam_overlays(
     which is returned.
     """
     if max_images < 1:
-        raise ValueError(f"max_images must be >= 1, got {max_images}")
+        raise AttnvizError(f"max_images must be >= 1, got {max_images}")
     overlays = overlay_batch(
         images[:max_images], cams[:max_images], alpha, cmap, denormalize=denormalize
     )

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import FileFormatError
+from .errors import AttnvizError, FileFormatError
 from .inputs import InputContract, attach_contract, input_contract
 
 __all__ = [
@@ -38,7 +38,7 @@ _REF_ATTR = "_attnviz_base"
 
 def _split(ref: str) -> tuple[str, str]:
     if not isinstance(ref, str) or ":" not in ref:
-        raise ValueError(
+        raise AttnvizError(
             f"model reference must look like 'torchvision:resnet18', 'timm:resnet50', "
             f"'attnviz:small_resnet' or 'package.module:factory', got {ref!r}"
         )
@@ -77,7 +77,7 @@ def resolve_factory(ref: str) -> Callable[..., nn.Module]:
     try:
         module = importlib.import_module(source)
     except ImportError as exc:
-        raise ValueError(
+        raise AttnvizError(
             f"cannot import module {source!r} for model reference {ref!r}: {exc}"
         ) from exc
     obj = module
@@ -85,10 +85,10 @@ def resolve_factory(ref: str) -> Callable[..., nn.Module]:
         if not hasattr(obj, part):
             from ._select import closest
 
-            raise ValueError(f"{source!r} has no {name!r}; closest: {closest(part, dir(obj))}")
+            raise AttnvizError(f"{source!r} has no {name!r}; closest: {closest(part, dir(obj))}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ValueError(f"{ref!r} is not callable")
+        raise AttnvizError(f"{ref!r} is not callable")
     return obj
 
 
@@ -137,7 +137,7 @@ def create_model(
         elif source == "timm":
             call_kwargs["pretrained"] = True
         else:
-            raise ValueError(
+            raise AttnvizError(
                 f"pretrained=True is only available for torchvision and timm models, not {ref!r}"
             )
     model = factory(**call_kwargs)

@@ -32,8 +32,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from attnviz.nets import DEMO_NET
 from attnviz.recipes import build_model, recipe_from_dict
+from attnviz.settings import settings_from_dict
 from attnviz.training.checkpoint import save_checkpoint
-from attnviz.training.config import settings_from_dict
 from attnviz.training.distributed import DistContext
 from attnviz.training.loaders import build_loaders
 from attnviz.training.loop import Trainer

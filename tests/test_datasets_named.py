@@ -584,7 +584,7 @@ def test_cli_compare_missing_data_is_one_error_line(tmp_path, recipes, capsys):
 def test_train_on_pets_and_the_download_flag(tmp_path, monkeypatch):
     import torchvision.datasets as tvd
 
-    from attnviz.training.cli import main
+    from attnviz.cli.train import main
 
     root = tmp_path / "pets"
     seen = []

@@ -80,10 +80,10 @@ def test_checkpoint_loads_back_to_identical_outputs(one_epoch):
 
 def test_saved_weights_record_the_input_the_model_expects(one_epoch):
     from attnviz.data.synthetic import MEAN, SHAPE_NAMES
-    from attnviz.inputs import input_info
+    from attnviz.inputs import input_contract
 
     for path in (one_epoch.checkpoint, one_epoch.best_checkpoint):
-        info = input_info(attnviz.load(path), path)
+        info = input_contract(attnviz.load(path))
         assert info.size == (32, 32)  # the run's image size, not the synthetic default 64
         assert info.mean == pytest.approx(MEAN)
         assert info.class_names == list(SHAPE_NAMES[:4])

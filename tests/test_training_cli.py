@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attnviz.training.cli import main
+from attnviz.cli.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {

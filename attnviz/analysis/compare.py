@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._capture import build_capture
 from ..cam.methods import ACTIVATION_METHODS, GRADIENT_METHODS
-from ..errors import DataError, InputContractError
+from ..errors import AttnvizError, DataError, InputContractError
 from ..inputs import InputContract, common_contract
 from ..inputs import input_contract as model_contract
 from ..intermediates import IntermediateModel
@@ -55,7 +55,7 @@ def _loader(data: Any, batch_size: int) -> Iterable:
         return data
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         if len(data) == 0:
-            raise ValueError("data is empty: the dataset has no items")
+            raise AttnvizError("data is empty: the dataset has no items")
         return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
     if isinstance(data, Iterable):
         return data
@@ -66,7 +66,7 @@ def _loader(data: Any, batch_size: int) -> Iterable:
 
 def _unpack(batch: Any, index: int) -> tuple[Tensor, Tensor, Tensor | None]:
     if not isinstance(batch, list | tuple) or len(batch) not in (2, 3):
-        raise ValueError(
+        raise AttnvizError(
             f"each batch must be (images, labels) or (images, labels, masks); batch {index} is a {type(batch).__name__}"
             + (f" of length {len(batch)}" if isinstance(batch, list | tuple) else "")
         )
@@ -78,10 +78,10 @@ def _unpack(batch: Any, index: int) -> tuple[Tensor, Tensor, Tensor | None]:
             if isinstance(images, Tensor)
             else type(images).__name__
         )
-        raise ValueError(f"images must be a float tensor [B, C, H, W]; batch {index} has {got}")
+        raise AttnvizError(f"images must be a float tensor [B, C, H, W]; batch {index} has {got}")
     labels = torch.as_tensor(labels)
     if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point():
-        raise ValueError(
+        raise AttnvizError(
             f"labels must be integers [B={images.shape[0]}]; batch {index} has {tuple(labels.shape)} {labels.dtype}"
         )
     if masks is not None:
@@ -89,7 +89,7 @@ def _unpack(batch: Any, index: int) -> tuple[Tensor, Tensor, Tensor | None]:
         if masks.ndim == 4 and masks.shape[1] == 1:
             masks = masks[:, 0]
         if masks.shape != (images.shape[0], *images.shape[2:]):
-            raise ValueError(
+            raise AttnvizError(
                 f"masks must be [B, H, W] matching the images; batch {index} has masks {tuple(masks.shape)} "
                 f"for images {tuple(images.shape)}"
             )
@@ -252,7 +252,7 @@ def compare(
     ['base', 'se']
     """
     if not isinstance(models, Mapping) or not models:
-        raise ValueError(
+        raise AttnvizError(
             "models must be a non-empty dict {name: model}, the first being the baseline"
         )
     for name, model in models.items():
@@ -278,7 +278,7 @@ def compare(
     try:
         first = next(batches)
     except StopIteration:
-        raise ValueError("data is empty: it yielded no images") from None
+        raise AttnvizError("data is empty: it yielded no images") from None
 
     with _eval_on(models, dev):
         example = first[0][:1].to(dev)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import AttnvizError
 from .transforms import denormalize as _denormalize
 from .transforms import finish_sample
 
@@ -359,7 +360,7 @@ def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < lo or (hi is not None and value > hi):
         rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {rng}, got {value}")
+        raise AttnvizError(f"{name} must be {rng}, got {value}")
     return int(value)
 
 
@@ -367,9 +368,9 @@ def _check_range(name: str, value: Sequence[float], lo: float, hi: float) -> tup
     try:
         a, b = (float(x) for x in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (low, high), got {value!r}") from None
+        raise AttnvizError(f"{name} must be a pair (low, high), got {value!r}") from None
     if not lo <= a <= b <= hi:
-        raise ValueError(f"{name} must satisfy {lo} <= low <= high <= {hi}, got {value!r}")
+        raise AttnvizError(f"{name} must satisfy {lo} <= low <= high <= {hi}, got {value!r}")
     return a, b
 
 
@@ -442,25 +443,25 @@ class SyntheticShapes(Dataset):
         self.num_classes = _check_int("num_classes", num_classes, 2, len(SHAPE_NAMES))
         self.seed = _check_int("seed", seed, 0)
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+            raise AttnvizError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
         self.split = split
         self.transform = transform
         self.object_scale = _check_range("object_scale", object_scale, 0.05, 0.45)
         lo, hi = _check_range("distractors", distractors, 0, 64)
         if lo != int(lo) or hi != int(hi):
-            raise ValueError(f"distractors must be a pair of ints, got {distractors!r}")
+            raise AttnvizError(f"distractors must be a pair of ints, got {distractors!r}")
         self.distractors = (int(lo), int(hi))
         if not 0.0 <= noise_std <= 0.5:
-            raise ValueError(f"noise_std must be in [0, 0.5], got {noise_std!r}")
+            raise AttnvizError(f"noise_std must be in [0, 0.5], got {noise_std!r}")
         self.noise_std = float(noise_std)
         if not 0.0 <= clutter <= 2.0:
-            raise ValueError(f"clutter must be in [0, 2], got {clutter!r}")
+            raise AttnvizError(f"clutter must be in [0, 2], got {clutter!r}")
         self.clutter = float(clutter)
         if not 0.0 <= max_rotation <= 180.0:
-            raise ValueError(f"max_rotation must be in [0, 180] degrees, got {max_rotation!r}")
+            raise AttnvizError(f"max_rotation must be in [0, 180] degrees, got {max_rotation!r}")
         self.max_rotation = float(max_rotation)
         if not 0.0 <= min_contrast <= 0.5:
-            raise ValueError(f"min_contrast must be in [0, 0.5], got {min_contrast!r}")
+            raise AttnvizError(f"min_contrast must be in [0, 0.5], got {min_contrast!r}")
         self.min_contrast = float(min_contrast)
         self.supersample = _check_int("supersample", supersample, 1, 8)
         self.class_names: tuple[str, ...] = SHAPE_NAMES[: self.num_classes]

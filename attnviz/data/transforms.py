@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ..errors import AttnvizError
+
 __all__ = ["RandomFlip", "denormalize", "normalize"]
 
 
@@ -56,7 +58,7 @@ class RandomFlip:
 
     def __init__(self, horizontal: bool = True, vertical: bool = False, p: float = 0.5) -> None:
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+            raise AttnvizError(f"p must be a probability in [0, 1], got {p!r}")
         self.horizontal = horizontal
         self.vertical = vertical
         self.p = p

@@ -23,6 +23,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from ..errors import AttnvizError
+
 ArrayLike = torch.Tensor | np.ndarray
 PathArg = str | PathLike[str]
 
@@ -66,20 +68,20 @@ def drop_batch(arr: np.ndarray, name: str, ndim: int, expected: str) -> np.ndarr
     """Check ``arr.ndim == ndim``, accepting (and removing) a leading batch of one."""
     if arr.ndim == ndim + 1:
         if arr.shape[0] != 1:
-            raise ValueError(
+            raise AttnvizError(
                 f"{name} has a batch of {arr.shape[0]} (shape {tuple(arr.shape)}); "
                 f"expected {expected} for one image: index one image first, e.g. {name}[0]"
             )
         arr = arr[0]
     if arr.ndim != ndim:
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(arr.shape)}")
+        raise AttnvizError(f"{name} must have shape {expected}, got {tuple(arr.shape)}")
     return arr
 
 
 def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
     if value not in choices:
         options = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+        raise AttnvizError(f"{name} must be one of {options}, got {value!r}")
     return value
 
 
@@ -89,7 +91,7 @@ def get_cmap(cmap: str | Colormap, name: str = "cmap") -> Colormap:
     try:
         return matplotlib.colormaps[cmap]
     except KeyError:
-        raise ValueError(f"{name}={cmap!r} is not a matplotlib colormap name") from None
+        raise AttnvizError(f"{name}={cmap!r} is not a matplotlib colormap name") from None
 
 
 # --------------------------------------------------------------------------- scaling

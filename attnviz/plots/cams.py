@@ -18,6 +18,7 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec, SubplotSpec
 
+from ..errors import AttnvizError
 from ._common import (
     ArrayLike,
     PathArg,
@@ -53,7 +54,7 @@ def _channel_last(img: np.ndarray, is_tensor: bool, name: str, expected: str) ->
     if first_c and (not last_c or is_tensor):
         img = np.moveaxis(img, -3, -1)
     elif not last_c:
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(img.shape)}")
+        raise AttnvizError(f"{name} must have shape {expected}, got {tuple(img.shape)}")
     if img.shape[-1] == 4:  # RGBA: drop alpha
         img = img[..., :3]
     if img.shape[-1] == 1:
@@ -66,18 +67,20 @@ def _denorm_params(denormalize: Denormalize) -> tuple[np.ndarray, np.ndarray] | 
         return None
     if isinstance(denormalize, str):
         if denormalize.lower() != "imagenet":
-            raise ValueError(f"denormalize must be (mean, std) or 'imagenet', got {denormalize!r}")
+            raise AttnvizError(
+                f"denormalize must be (mean, std) or 'imagenet', got {denormalize!r}"
+            )
         return np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
     try:
         mean, std = denormalize
     except (TypeError, ValueError):
-        raise ValueError(
+        raise AttnvizError(
             f"denormalize must be a (mean, std) pair or 'imagenet', got {denormalize!r}"
         ) from None
     mean = np.asarray(to_numpy(mean, "denormalize mean"), dtype=np.float64).reshape(-1)
     std = np.asarray(to_numpy(std, "denormalize std"), dtype=np.float64).reshape(-1)
     if mean.size not in (1, 3) or std.size not in (1, 3):
-        raise ValueError(
+        raise AttnvizError(
             f"denormalize mean/std must have 1 or 3 values, got {mean.size} and {std.size}"
         )
     return mean, std
@@ -92,19 +95,19 @@ def prepare_images(
     if batched:
         expected, grey = "[B, 3, H, W], [B, H, W, 3] or [B, H, W] (grey)", arr.ndim == 3
         if not grey and arr.ndim != 4:
-            raise ValueError(f"{name} must have shape {expected}, got {tuple(arr.shape)}")
+            raise AttnvizError(f"{name} must have shape {expected}, got {tuple(arr.shape)}")
     else:
         expected = "[3, H, W], [H, W, 3] or [H, W] (grey)"
         if arr.ndim == 4:
             if arr.shape[0] != 1:
-                raise ValueError(
+                raise AttnvizError(
                     f"{name} has a batch of {arr.shape[0]} (shape {tuple(arr.shape)}); "
                     f"expected {expected}: pass one image, e.g. {name}[0]"
                 )
             arr = arr[0]
         grey = arr.ndim == 2
         if not grey and arr.ndim != 3:
-            raise ValueError(f"{name} must have shape {expected}, got {tuple(arr.shape)}")
+            raise AttnvizError(f"{name} must have shape {expected}, got {tuple(arr.shape)}")
     if grey:
         img = np.repeat(arr[..., None], 3, axis=-1)
     else:
@@ -112,7 +115,7 @@ def prepare_images(
     params = _denorm_params(denormalize)
     if img.dtype == np.uint8:
         if params is not None:
-            raise ValueError("denormalize applies to normalised float images, not uint8 ones")
+            raise AttnvizError("denormalize applies to normalised float images, not uint8 ones")
         return img.astype(np.float64) / 255.0
     if params is not None:
         img = img * params[1] + params[0]
@@ -124,7 +127,7 @@ def prepare_images(
             if hi > 2.0 and lo >= 0.0
             else "pass denormalize=(mean, std) (or 'imagenet') for normalised tensors"
         )
-        raise ValueError(
+        raise AttnvizError(
             f"{name} values span [{lo:.3g}, {hi:.3g}] but float images must lie in [0, 1]; {hint}"
         )
     return np.clip(np.nan_to_num(img, nan=0.0), 0.0, 1.0)
@@ -139,7 +142,7 @@ def prepare_cams(cams: ArrayLike, name: str, batched: bool) -> np.ndarray:
         arr = arr.reshape(*arr.shape[:-3], *arr.shape[-2:])
     if arr.ndim != want:
         expected = "[B, h, w]" if batched else "[h, w]"
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(arr.shape)}")
+        raise AttnvizError(f"{name} must have shape {expected}, got {tuple(arr.shape)}")
     return np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0)
 
 
@@ -148,7 +151,7 @@ def prepare_cams(cams: ArrayLike, name: str, batched: bool) -> np.ndarray:
 
 def _blend(images: np.ndarray, cams: np.ndarray, alpha: float, cmap: str | Colormap) -> np.ndarray:
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise AttnvizError(f"alpha must be in [0, 1], got {alpha}")
     cams = resize_maps(cams, images.shape[1:3])
     heat = colorize(np.clip(cams, 0.0, 1.0), cmap)
     return (1.0 - alpha) * images + alpha * heat
@@ -192,7 +195,7 @@ def overlay_batch(
     imgs = prepare_images(images, "images", batched=True, denormalize=denormalize)
     c = prepare_cams(cams, "cams", batched=True)
     if c.shape[0] != imgs.shape[0]:
-        raise ValueError(
+        raise AttnvizError(
             f"cams has {c.shape[0]} maps but images has {imgs.shape[0]}; expected one per image"
         )
     return _blend(imgs, c, alpha, cmap)
@@ -280,7 +283,7 @@ def _cam_colorbar(fig: Figure, slot: SubplotSpec, cmap: Colormap) -> None:
 
 def _check_names(cams: Mapping[str, object], arg: str) -> list[str]:
     if not isinstance(cams, Mapping) or not cams:
-        raise ValueError(f"{arg} must be a non-empty dict {{model_name: cam}}")
+        raise AttnvizError(f"{arg} must be a non-empty dict {{model_name: cam}}")
     return [str(k) for k in cams]
 
 
@@ -316,7 +319,7 @@ def cam_panel(
     titles = dict(titles or {})
     scores = dict(scores or {})
     if difference is not None and (len(difference) != 2 or any(d not in maps for d in difference)):
-        raise ValueError(
+        raise AttnvizError(
             f"difference must be a pair of names from cams ({names}), got {difference!r}"
         )
     cm = get_cmap(cmap)
@@ -389,28 +392,28 @@ def cam_grid(
     names = _check_names(cams, "cams")
     imgs = prepare_images(images, "images", batched=True, denormalize=denormalize)
     if max_images < 1:
-        raise ValueError(f"max_images must be >= 1, got {max_images}")
+        raise AttnvizError(f"max_images must be >= 1, got {max_images}")
     n = min(imgs.shape[0], int(max_images))
     imgs = imgs[:n]
     maps = {}
     for name, c in cams.items():
         arr = prepare_cams(c, f"cams[{name!r}]", batched=True)
         if arr.shape[0] < n:
-            raise ValueError(
+            raise AttnvizError(
                 f"cams[{name!r}] has {arr.shape[0]} maps but {n} images are shown; "
                 "expected one CAM per image"
             )
         maps[name] = arr[:n]
     if difference and len(names) < 2:
-        raise ValueError("difference=True needs at least two models in cams (baseline first)")
+        raise AttnvizError("difference=True needs at least two models in cams (baseline first)")
     scores = dict(scores or {})
     for name, vals in scores.items():
         if name not in maps:
-            raise ValueError(f"scores names {name!r}, which is not in cams ({names})")
+            raise AttnvizError(f"scores names {name!r}, which is not in cams ({names})")
         if len(vals) < n:
-            raise ValueError(f"scores[{name!r}] has {len(vals)} values, expected {n}")
+            raise AttnvizError(f"scores[{name!r}] has {len(vals)} values, expected {n}")
     if row_labels is not None and len(row_labels) < n:
-        raise ValueError(f"row_labels has {len(row_labels)} labels, expected {n}")
+        raise AttnvizError(f"row_labels has {len(row_labels)} labels, expected {n}")
 
     cm = get_cmap(cmap)
     h, w = imgs.shape[1:3]

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.transforms import Bbox
 
+from ..errors import AttnvizError
 from ._common import ArrayLike, PathArg, finish, get_cmap, grid_shape, new_figure, to_numpy
 
 _MARKERS = "osD^vP*Xh<>p"
@@ -24,7 +25,7 @@ def _colors(n: int) -> list:
 
 def _nonempty(mapping: object, arg: str, what: str) -> None:
     if not isinstance(mapping, Mapping) or not mapping:
-        raise ValueError(f"{arg} must be a non-empty dict {what}")
+        raise AttnvizError(f"{arg} must be a non-empty dict {what}")
 
 
 def _ordered_union(dicts: Sequence[Mapping[str, object]]) -> list[str]:
@@ -37,7 +38,7 @@ def _ordered_union(dicts: Sequence[Mapping[str, object]]) -> list[str]:
 def _as_scalar(v: object, arg: str) -> float:
     arr = to_numpy(v, arg)
     if arr.size != 1:
-        raise ValueError(f"{arg} must be a single number, got shape {tuple(arr.shape)}")
+        raise AttnvizError(f"{arg} must be a single number, got shape {tuple(arr.shape)}")
     return float(arr.reshape(()))
 
 
@@ -120,7 +121,7 @@ def gate_histograms(
     for name, row in gates.items():
         _nonempty(row, f"gates[{name!r}]", "{layer: gate values}")
     if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
+        raise AttnvizError(f"bins must be >= 1, got {bins}")
     layers = _ordered_union(list(gates.values()))
     rows, cols = grid_shape(len(layers), ncols if ncols else min(len(layers), 4))
     fig = new_figure(cols * 3.1 + 0.4, rows * 2.5 + 0.9)
@@ -203,16 +204,16 @@ def gate_profiles(
     """
     _nonempty(profiles, "profiles", "{class_name: mean gate per channel [C]}")
     if max_classes < 1:
-        raise ValueError(f"max_classes must be >= 1, got {max_classes}")
+        raise AttnvizError(f"max_classes must be >= 1, got {max_classes}")
     arrays = {}
     for name, p in profiles.items():
         arr = to_numpy(p, f"profiles[{name!r}]")
         if arr.ndim != 1:
-            raise ValueError(f"profiles[{name!r}] must have shape [C], got {tuple(arr.shape)}")
+            raise AttnvizError(f"profiles[{name!r}] must have shape [C], got {tuple(arr.shape)}")
         arrays[name] = arr
     lengths = {a.shape[0] for a in arrays.values()}
     if len(lengths) > 1:
-        raise ValueError(
+        raise AttnvizError(
             f"profiles must all have the same number of channels, got {sorted(lengths)}"
         )
     stack = np.stack(list(arrays.values()))
@@ -265,7 +266,7 @@ def bar_chart(
     for name, v in values.items():
         if isinstance(v, (tuple, list)):
             if len(v) != 2:
-                raise ValueError(f"values[{name!r}] must be mean or (mean, std), got {v!r}")
+                raise AttnvizError(f"values[{name!r}] must be mean or (mean, std), got {v!r}")
             means.append(_as_scalar(v[0], f"values[{name!r}] mean"))
             stds.append(_as_scalar(v[1], f"values[{name!r}] std"))
         else:
@@ -322,7 +323,7 @@ def scatter_tradeoff(
     xs, ys = [], []
     for name, p in points.items():
         if not isinstance(p, (tuple, list)) or len(p) != 2:
-            raise ValueError(f"points[{name!r}] must be an (x, y) pair, got {p!r}")
+            raise AttnvizError(f"points[{name!r}] must be an (x, y) pair, got {p!r}")
         xs.append(_as_scalar(p[0], f"points[{name!r}] x"))
         ys.append(_as_scalar(p[1], f"points[{name!r}] y"))
     fig = new_figure(6.0, 4.4)

@@ -23,6 +23,7 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..errors import AttnvizError
 from ._common import (
     DPI,
     ArrayLike,
@@ -74,14 +75,14 @@ def select_channels(
     if channels is not None:
         idx = np.asarray(channels, dtype=np.int64).reshape(-1)
         if idx.size == 0:
-            raise ValueError("channels must name at least one channel")
+            raise AttnvizError("channels must name at least one channel")
         bad = idx[(idx < 0) | (idx >= n)]
         if bad.size:
-            raise ValueError(f"channels {bad.tolist()} out of range for {name} with {n} channels")
+            raise AttnvizError(f"channels {bad.tolist()} out of range for {name} with {n} channels")
         return idx
     check_choice(order, "order", ORDERS)
     if max_channels is not None and max_channels < 1:
-        raise ValueError(f"max_channels must be >= 1, got {max_channels}")
+        raise AttnvizError(f"max_channels must be >= 1, got {max_channels}")
     k = n if max_channels is None else min(n, int(max_channels))
     if order == "index":
         return np.arange(k)
@@ -302,12 +303,12 @@ def compare_feature_maps(
     """
     check_choice(normalize, "normalize", ("shared", "per_channel"))
     if not isinstance(fmaps, Mapping) or not fmaps:
-        raise ValueError("fmaps must be a non-empty dict {model_name: fmap [C, H, W]}")
+        raise AttnvizError("fmaps must be a non-empty dict {model_name: fmap [C, H, W]}")
     maps = {name: _as_fmap(f, f"fmaps[{name!r}]") for name, f in fmaps.items()}
     counts = {name: m.shape[0] for name, m in maps.items()}
     if len(set(counts.values())) > 1:
         listing = ", ".join(f"{k!r}: {v}" for k, v in counts.items())
-        raise ValueError(
+        raise AttnvizError(
             f"fmaps must have the same number of channels to compare them, got {listing}"
         )
     names = list(maps)

@@ -57,8 +57,7 @@ def run_demo(
     ``quick`` trains for one short epoch on a few images (a smoke run);
     ``fresh`` discards earlier checkpoints in ``out``.
     """
-    from ..analysis import compare
-    from ..analysis.cli import write_outputs
+    from ..analysis import compare, write_outputs
     from ..data import build_dataset
     from ..data.synthetic import DEMO_TRAINING
     from ..serialization import load

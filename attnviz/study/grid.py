@@ -32,6 +32,7 @@ from typing import Any
 from .._select import unknown_name_error
 from ..blocks import list_attention
 from ..errors import GridError
+from ..settings import FINETUNE_MODES
 
 __all__ = ["Cell", "Grid", "GridError", "load_grid"]
 
@@ -50,7 +51,6 @@ _KEYS = (
     "eval",
 )
 _EVAL_KEYS = ("images", "faithfulness_images", "cam_method", "batch_size")
-_FINETUNE = ("all", "attention", "attention+head")
 
 
 @dataclass(frozen=True)
@@ -178,9 +178,9 @@ def grid_from_dict(
                 f"{source}: block_kwargs[{a!r}] must be a non-empty list of mappings, got {sets!r}"
             )
     finetune = data.get("finetune", "all")
-    if finetune not in _FINETUNE:
+    if finetune not in FINETUNE_MODES:
         raise GridError(
-            f"{source}: finetune: {unknown_name_error('finetune mode', finetune, list(_FINETUNE))}"
+            f"{source}: finetune: {unknown_name_error('finetune mode', finetune, list(FINETUNE_MODES))}"
         )
     base_ckpt = data.get("finetune_from")
     if base_ckpt is not None:

@@ -1,9 +1,9 @@
 """Training modified models: recipes in, checkpointed and resumable runs out.
 
 :func:`train` trains a recipe (``models/*.yaml``) on the built-in synthetic
-shapes or an image folder, in one process or under ``torchrun`` (DDP), with
-atomic per-epoch checkpoints, bit-exact resume on CPU, tqdm progress and
-TensorBoard. ``python train.py`` and ``attnviz train`` are its command line.
+shapes, a named dataset or an image folder, in one process or under ``torchrun``
+(DDP), with atomic per-epoch checkpoints, bit-exact resume on CPU, tqdm progress
+and TensorBoard. ``python train.py`` and ``attnviz train`` are its command line.
 
 - :func:`train` -> :class:`TrainResult` (``out_dir``, ``checkpoint``,
   ``best_checkpoint``, ``metrics``, ``model``, ``resumed_from_epoch``, ``finished``)
@@ -12,22 +12,24 @@ TensorBoard. ``python train.py`` and ``attnviz train`` are its command line.
   a function of the data spec and the settings only)
 - :class:`TrainSettings` / :func:`settings_from_dict`: the recipe's ``train:`` keys
 - ``FINETUNE_MODES``: ``all``, ``attention``, ``attention+head``
+
+Names load their module on first use (the command line's ``--help`` imports no torch).
 """
 
-from .config import TrainError, TrainSettings, parse_set, settings_from_dict
-from .finetune import FINETUNE_MODES
-from .loaders import build_loaders
-from .loop import evaluate
-from .runner import TrainResult, train
+from .._lazy import lazy_exports
 
-__all__ = [
-    "FINETUNE_MODES",
-    "TrainError",
-    "TrainResult",
-    "TrainSettings",
-    "build_loaders",
-    "evaluate",
-    "parse_set",
-    "settings_from_dict",
-    "train",
-]
+_NAMES = {
+    "FINETUNE_MODES": "..settings",
+    "TrainError": "..settings",
+    "TrainSettings": "..settings",
+    "parse_set": "..settings",
+    "settings_from_dict": "..settings",
+    "build_loaders": ".loaders",
+    "evaluate": ".loop",
+    "TrainResult": ".runner",
+    "train": ".runner",
+}
+
+__all__ = sorted(_NAMES)
+
+__getattr__, __dir__ = lazy_exports(__name__, _NAMES, globals())

@@ -12,12 +12,10 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..settings import FINETUNE_MODES, TrainError
 from ..surgery import attention_modules
-from .config import TrainError
 
 __all__ = ["FINETUNE_MODES", "apply_finetune", "classifier_path", "set_train_mode"]
-
-FINETUNE_MODES = ("all", "attention", "attention+head")
 
 
 def classifier_path(model: nn.Module) -> str:

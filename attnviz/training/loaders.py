@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from ..data import DEMO_TRAINING, SyntheticShapes, build_dataset
-from .config import TrainError, TrainSettings
+from ..settings import TrainError, TrainSettings
 
 __all__ = [
     "InMemoryLoader",
@@ -264,13 +264,13 @@ def build_loaders(
     The last training batch is dropped only when it would hold a single image
     per process (BatchNorm cannot normalise one value).
 
-    >>> from attnviz.training.config import settings_from_dict
+    >>> from attnviz.settings import settings_from_dict
     >>> s = settings_from_dict({"train_images": 64, "val_images": 32, "image_size": 32, "batch_size": 16})
     >>> train_loader, val_loader = build_loaders("synthetic", s, seed=0)
     >>> len(train_loader), len(val_loader.dataset)
     (4, 32)
     """
-    from .config import settings_from_dict
+    from ..settings import settings_from_dict
 
     if not isinstance(settings, TrainSettings):
         settings = settings_from_dict(settings or {})

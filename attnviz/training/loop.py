@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import TrainSettings
+from ..settings import TrainSettings
 from .distributed import DistContext
 from .finetune import set_train_mode
 from .loaders import flip_batch, set_epoch

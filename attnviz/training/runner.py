@@ -3,7 +3,7 @@
 The call has two phases. *Prepare* checks every input (recipe, settings,
 data, device, finetune mode, the model's class count against the data, what
 ``out`` already holds) and writes nothing: bad input raises
-:class:`~attnviz.training.config.TrainError` and leaves the disk as it was.
+:class:`~attnviz.errors.TrainError` and leaves the disk as it was.
 *Run* then trains, checkpointing every epoch (see :mod:`.checkpoint`), and
 finishes by writing ``out/model.safetensors`` and marking ``out/run.json``
 finished.
@@ -40,6 +40,7 @@ from ..fileformats import read_json
 from ..recipes import Recipe, RecipeError, build_model, load_recipe, recipe_from_dict
 from ..serialization import load_weights
 from ..serialization import save as save_model
+from ..settings import TrainError, TrainSettings, settings_from_dict
 from .checkpoint import (
     Checkpoint,
     _verify,
@@ -49,7 +50,6 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from .config import TrainError, TrainSettings, settings_from_dict
 from .distributed import DistContext, _env_int, _pick_device, setup
 from .finetune import FINETUNE_MODES, apply_finetune, trainable_prefixes
 from .loaders import (

@@ -17,10 +17,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .config import MAX_EPOCHS, TrainError, TrainSettings, parse_set
-from .finetune import FINETUNE_MODES
+from ..settings import FINETUNE_MODES, MAX_EPOCHS, TrainError, TrainSettings, parse_set
+from ._common import Parser
 
 __all__ = ["add_arguments", "main", "run"]
+
+HELP = "train a recipe (single process or torchrun DDP)"
 
 
 def _epochs(text: str) -> int:
@@ -105,7 +107,7 @@ def _is_main() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Train from parsed arguments; 0 on success, 2 on bad input (message on stderr)."""
-    from .runner import train
+    from ..training import train
 
     try:
         overrides = parse_set(args.settings)
@@ -143,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python train.py ...``: parse ``argv`` (default ``sys.argv[1:]``) and train."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="train.py",
         description="Train a recipe (models/*.yaml) on a dataset; checkpoints are resumable.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -153,15 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(parser.parse_args(argv))
 
 
-def _register() -> None:
-    from ..cli import register
+configure = add_arguments
 
-    register("train", "train a recipe (single process or torchrun DDP)", add_arguments, run)
-
-
-_register()
-
-if (
-    __name__ == "__main__"
-):  # torchrun ... -m attnviz.training.cli (what attnviz ablate --torchrun runs)
+if __name__ == "__main__":  # python -m attnviz.cli.train == python train.py
     raise SystemExit(main())

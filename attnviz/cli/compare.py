@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import register
+from ..errors import AttnvizError
+from ._common import add_trust_code
 
-__all__ = ["model_label", "write_outputs"]
+HELP = "compare a baseline with its attention variants: metrics, figures, HTML report"
+INTERRUPTED = "interrupted; nothing written"
 
 
-def _configure(p: argparse.ArgumentParser) -> None:
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "models",
         nargs="+",
@@ -83,12 +85,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic validation split")
-    p.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="let checkpoint files name code outside torchvision:, timm:, attnviz: and the class "
-        "allowlist (only for files from someone you trust)",
-    )
+    add_trust_code(p)
 
 
 def model_label(ref: str) -> str:
@@ -105,29 +102,15 @@ def model_label(ref: str) -> str:
     return ref.split(":", 1)[-1]
 
 
-def write_outputs(result, out: str | Path) -> dict[str, Path]:
-    """Write the report, the tables and the figures of a comparison into ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "table": result.to_csv(out / "table.csv"),
-        "summary": result.summary_to_csv(out / "summary.csv"),
-    }
-    result.to_json(out / "comparison.json")
-    paths["json"] = out / "comparison.json"
-    result.save_figures(out / "figures")
-    paths["figures"] = out / "figures"
-    paths["report"] = result.report(out / "report.html")
-    return paths
-
-
 def _dataset(args: argparse.Namespace, contract, num_classes: int | None):
     from ..data import build_dataset
 
     spec, size = args.data, contract.size
     if spec == "synthetic" or spec.startswith("synthetic:"):
         if args.masks:
-            raise ValueError("--masks is for image folders; synthetic images carry their own masks")
+            raise AttnvizError(
+                "--masks is for image folders; synthetic images carry their own masks"
+            )
         extra = {"num_classes": num_classes} if num_classes else {}
         return build_dataset(spec, "val", size[0], seed=args.seed, download=args.download, **extra)
     options = {
@@ -147,24 +130,24 @@ def _contract(args: argparse.Namespace, models: dict):
     """The input contract every model shares (or the --size override), and the class count."""
     from ..inputs import common_contract, input_contract
 
-    contracts = {n: input_contract(m, ref) for (n, m), ref in zip(models.items(), args.models)}
+    contracts = {n: input_contract(m) for n, m in models.items()}
     contract = common_contract(contracts, size=tuple(args.size) if args.size else None)
     if args.size:
         contract.source = f"--size {args.size[0]} {args.size[1]} (overriding the models' own)"
     return contract
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..analysis import compare, write_outputs
     from ..recipes import load_model
-    from . import compare
 
     if args.names and len(args.names) != len(args.models):
-        raise ValueError(f"--names has {len(args.names)} entries for {len(args.models)} models")
+        raise AttnvizError(f"--names has {len(args.names)} entries for {len(args.models)} models")
     names = args.names or [model_label(m) for m in args.models]
     if len(set(names)) != len(names):
-        raise ValueError(f"model names must be distinct, got {names}; pass --names")
+        raise AttnvizError(f"model names must be distinct, got {names}; pass --names")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = {n: load_model(ref, trust_code=args.trust_code) for n, ref in zip(names, args.models)}
     contract = _contract(args, models)
@@ -189,11 +172,3 @@ def _run(args: argparse.Namespace) -> int:
     print(result.summary_text())
     print(f"\nreport: {paths['report']}")
     return 0
-
-
-register(
-    "compare",
-    "compare a baseline with its attention variants: metrics, figures, HTML report",
-    _configure,
-    _run,
-)

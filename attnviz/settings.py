@@ -20,7 +20,7 @@ same optimisation whatever the number of processes.
 >>> settings_from_dict({"epoch": 2})
 Traceback (most recent call last):
 ...
-attnviz.training.config.TrainError: train: unknown key 'epoch'; valid keys, closest first: ['epochs', ...]
+attnviz.errors.TrainError: train: unknown key 'epoch'; valid keys, closest first: ['epochs', ...]
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from typing import Any
 
 import yaml
 
-from ..errors import TrainError
+from .errors import TrainError
 
 __all__ = [
     "AMP_MODES",
+    "FINETUNE_MODES",
     "FLIP_MODES",
     "MAX_EPOCHS",
     "SCHEDULERS",
@@ -52,6 +53,8 @@ MAX_EPOCHS = 10_000
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "constant", "wsd", "rsqrt", "none")
 FLIP_MODES = ("none", "horizontal", "vertical", "both")
 AMP_MODES = ("none", "bf16", "fp16")
+#: Which parameters train: everything, only the attention blocks, or the blocks and the classifier.
+FINETUNE_MODES = ("all", "attention", "attention+head")
 
 
 @dataclass

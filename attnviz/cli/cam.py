@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..cli import register
+from ..errors import AttnvizError
+from ._common import add_trust_code
 
-__all__: list[str] = []
+HELP = "CAM overlays (Grad-CAM and friends) of images"
 
 
-def _configure(p: argparse.ArgumentParser) -> None:
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         required=True,
@@ -31,12 +31,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
         help="resize the image to this (default: the model's)",
     )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (0-1)")
-    p.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="let checkpoint files name code outside torchvision:, timm:, attnviz: and the class "
-        "allowlist (only for files from someone you trust)",
-    )
+    add_trust_code(p)
 
 
 def _default_layer(model, x) -> str:
@@ -47,24 +42,24 @@ def _default_layer(model, x) -> str:
     plan = plan_capture(model)
     stages = stage_sites(plan, value_shapes(plan, x))
     if not stages:
-        raise ValueError(
+        raise AttnvizError(
             "could not find the model's stage outputs; pass --layer (see `attnviz layers MODEL`)"
         )
     return stages[-1]
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import plots
+    from ..cam import compute_cam
     from ..inputs import input_contract, load_image
     from ..recipes import load_model
-    from . import compute_cam
 
     if not 0 < args.alpha <= 1:
-        raise ValueError(f"--alpha must be in (0, 1], got {args.alpha}")
+        raise AttnvizError(f"--alpha must be in (0, 1], got {args.alpha}")
     model = load_model(args.model, trust_code=args.trust_code).eval()
-    info = input_contract(model, args.model)
+    info = input_contract(model)
     if args.size:
         info.size = tuple(args.size)
     x, shown = load_image(args.image, info)
@@ -74,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     probs = logits.softmax(1)[0]
     target = int(probs.argmax()) if args.target is None else args.target
     if not 0 <= target < probs.numel():
-        raise ValueError(
+        raise AttnvizError(
             f"--target {target} is out of range: the model has {probs.numel()} classes"
         )
     result = compute_cam(model, x, layer, args.method, targets=target)
@@ -92,11 +87,3 @@ def _run(args: argparse.Namespace) -> int:
         )
     )
     return 0
-
-
-register("cam", "CAM overlays (Grad-CAM and friends) of one image", _configure, _run)
-
-if __name__ == "__main__":  # pragma: no cover
-    from ..cli import main
-
-    sys.exit(main(["cam", *sys.argv[1:]]))
