@@ -70,6 +70,20 @@ class FeatureStats(Accumulator):
         "p_hw = Σ_c x² / Σ x², per image then averaged (all-zero images excluded)."
     )
 
+    def __init__(self) -> None:
+        super().__init__()
+        for name in (
+            "n_values",
+            "sum",
+            "sum_sq",
+            "n_zeros",
+            "n_images",
+            "n_alive_images",
+            "sum_gini",
+            "sum_entropy",
+        ):
+            self.add_state(name)
+
     def settings(self) -> dict[str, Any]:
         return {
             "std": "population (divide by N)",
@@ -87,25 +101,23 @@ class FeatureStats(Accumulator):
                 f"{owner}: `features` has shape {tuple(x.shape)}; spatial entropy needs "
                 "H × W ≥ 2 (pass the map before global pooling)"
             )
-        dev = x.device
         sq = x.square()
         # per-channel partial sums in the input dtype (H x W terms each), totals in float64
         channel_energy = sq.sum(dim=(2, 3))
-        self._state("n_values", device=dev).add_(x.numel())
-        self._state("sum", device=dev).add_(x.sum(dim=(2, 3)).sum(dtype=torch.float64))
-        self._state("sum_sq", device=dev).add_(channel_energy.sum(dtype=torch.float64))
-        self._state("n_zeros", device=dev).add_(x.numel() - torch.count_nonzero(x))
-
         gini = _gini(channel_energy)
         ent = normalised_entropy(sq.sum(dim=1).flatten(1))
         alive = torch.isfinite(gini) & torch.isfinite(ent)
-        self._state("n_images", device=dev).add_(x.shape[0])
-        self._state("n_alive_images", device=dev).add_(alive.sum())
-        self._state("sum_gini", device=dev).add_(torch.where(alive, gini, 0.0).sum())
-        self._state("sum_entropy", device=dev).add_(torch.where(alive, ent, 0.0).sum())
+        st = self._running(x.device)
+        st["n_values"].add_(x.numel())
+        st["sum"].add_(x.sum(dim=(2, 3)).sum(dtype=torch.float64))
+        st["sum_sq"].add_(channel_energy.sum(dtype=torch.float64))
+        st["n_zeros"].add_(x.numel() - torch.count_nonzero(x))
+        st["n_images"].add_(x.shape[0])
+        st["n_alive_images"].add_(alive.sum())
+        st["sum_gini"].add_(torch.where(alive, gini, 0.0).sum())
+        st["sum_entropy"].add_(torch.where(alive, ent, 0.0).sum())
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         s = self._states
         n = float(s["n_values"])
         mean = float(s["sum"]) / n

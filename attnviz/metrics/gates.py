@@ -97,6 +97,13 @@ class GateStats(Accumulator):
         self.bins = bins
         self.value_range = (lo, hi)
         self.channel_dim = channel_dim
+        k = num_classes or 1
+        self.add_state("histogram", (bins,))
+        for name in ("n_values", "n_below", "n_above", "sum", "sum_sq"):
+            self.add_state(name)
+        self.add_state("class_n", (k,))
+        self.add_state("class_sum", (k, "channels"))
+        self.add_state("class_sum_sq", (k, "channels"))
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -114,7 +121,6 @@ class GateStats(Accumulator):
         g = check_float(owner, "gates", g)
         b, c = profile.shape
         dev = g.device
-        k = self.num_classes or 1
         idx = class_index(owner, labels, b, self.num_classes, dev)
 
         lo, hi = self.value_range
@@ -122,21 +128,19 @@ class GateStats(Accumulator):
         # bin i holds [lo + i·w, lo + (i+1)·w), the last bin also hi; bincount (not histc)
         # so that it also runs under torch.use_deterministic_algorithms on CUDA.
         bin_idx = ((vals - lo) * (self.bins / (hi - lo))).floor().clamp(0, self.bins - 1).long()
-        self._state("histogram", (self.bins,), device=dev).add_(
-            torch.bincount(bin_idx, minlength=self.bins).to(torch.float64)
-        )
-        self._state("n_values", device=dev).add_(vals.numel())
-        self._state("n_below", device=dev).add_((vals < lo).sum())
-        self._state("n_above", device=dev).add_((vals > hi).sum())
-        self._state("sum", device=dev).add_(vals.sum(dtype=torch.float64))
-        self._state("sum_sq", device=dev).add_(vals.square().sum(dtype=torch.float64))
+        st = self._running(dev, channels=c)
+        st["histogram"].add_(torch.bincount(bin_idx, minlength=self.bins).to(torch.float64))
+        st["n_values"].add_(vals.numel())
+        st["n_below"].add_((vals < lo).sum())
+        st["n_above"].add_((vals > hi).sum())
+        st["sum"].add_(vals.sum(dtype=torch.float64))
+        st["sum_sq"].add_(vals.square().sum(dtype=torch.float64))
         ones = torch.ones(b, dtype=torch.float64, device=dev)
-        self._state("class_n", (k,), device=dev).index_add_(0, idx, ones)
-        self._state("class_sum", (k, c), device=dev).index_add_(0, idx, profile)
-        self._state("class_sum_sq", (k, c), device=dev).index_add_(0, idx, profile.square())
+        st["class_n"].index_add_(0, idx, ones)
+        st["class_sum"].index_add_(0, idx, profile)
+        st["class_sum_sq"].index_add_(0, idx, profile.square())
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         s = self._states
         n_vals = float(s["n_values"])
         mean = float(s["sum"]) / n_vals

@@ -95,6 +95,8 @@ _CKA_DEF = (
 
 class _CKABase(Accumulator):
     definition = _CKA_DEF
+    #: Shapes of the three HSIC sums (names: sizes bound by the first update).
+    _hsic_shapes: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = ((), (), ())
 
     def __init__(
         self,
@@ -108,6 +110,10 @@ class _CKABase(Accumulator):
         self.pool: Pool = pool
         self.dtype = dtype
         self.skip_small_batches = skip_small_batches
+        for name in ("n_batches", "n_images", "n_skipped_images"):
+            self.add_state(name)
+        for name, shape in zip(("hsic_xy", "hsic_xx", "hsic_yy"), self._hsic_shapes):
+            self.add_state(name, shape)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -125,17 +131,16 @@ class _CKABase(Accumulator):
             return False
         x = small[0]
         assert isinstance(x, Tensor)
-        self._state("n_skipped_images", device=x.device).add_(x.shape[0])
+        self._running(x.device)["n_skipped_images"].add_(x.shape[0])
         return True
 
-    def _add_counts(self, n: int, device: torch.device) -> None:
-        self._state("n_batches", device=device).add_(1)
-        self._state("n_images", device=device).add_(n)
-        self._state("n_skipped_images", device=device)
+    def _add_counts(self, st: dict[str, Tensor], n: int) -> None:
+        st["n_batches"].add_(1)
+        st["n_images"].add_(n)
 
     def _counts(self) -> dict[str, int]:
         s = self._states
-        if "n_batches" not in s:
+        if int(s["n_batches"]) == 0:
             raise RuntimeError(
                 f"{type(self).__name__}.compute(): every batch so far had fewer than 4 images "
                 "and was skipped"
@@ -188,14 +193,13 @@ class LinearCKA(_CKABase):
         stack_r = torch.stack([rk, rl])
         stack_s = torch.stack([sk, sl])
         h = _hsic_from_terms(stack_z, stack_r, stack_s, stack_z, stack_r, stack_s, n)
-        dev = fx.device
-        self._state("hsic_xy", device=dev).add_(h[0, 1])
-        self._state("hsic_xx", device=dev).add_(h[0, 0])
-        self._state("hsic_yy", device=dev).add_(h[1, 1])
-        self._add_counts(n, dev)
+        st = self._running(fx.device)
+        st["hsic_xy"].add_(h[0, 1])
+        st["hsic_xx"].add_(h[0, 0])
+        st["hsic_yy"].add_(h[1, 1])
+        self._add_counts(st, n)
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         counts = self._counts()
         s = self._states
         den = float(s["hsic_xx"]) * float(s["hsic_yy"])
@@ -213,6 +217,8 @@ class CKAMatrix(_CKABase):
     ``[len(xs), len(ys)]`` matrix, entry ``(i, j)`` equal to :class:`LinearCKA` on
     ``(xs[i], ys[j])`` with the same settings. States: ``[a, b]``, ``[a]``, ``[b]`` sums.
     """
+
+    _hsic_shapes = (("xs", "ys"), ("xs",), ("ys",))
 
     def _terms(self, arg: str, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, int]:
         owner = "CKAMatrix.update"
@@ -247,17 +253,16 @@ class CKAMatrix(_CKABase):
                 f"CKAMatrix.update: `xs` have batch size {n}, `ys` have {m}; "
                 "they must be the same images"
             )
-        dev = kz.device
         hxy = _hsic_from_terms(kz, rk, sk, lz, rl, sl, n)
         hxx = _hsic_self(kz, rk, sk, n)
         hyy = _hsic_self(lz, rl, sl, n)
-        self._state("hsic_xy", tuple(hxy.shape), device=dev).add_(hxy)
-        self._state("hsic_xx", tuple(hxx.shape), device=dev).add_(hxx)
-        self._state("hsic_yy", tuple(hyy.shape), device=dev).add_(hyy)
-        self._add_counts(n, dev)
+        st = self._running(kz.device, xs=hxy.shape[0], ys=hxy.shape[1])
+        st["hsic_xy"].add_(hxy)
+        st["hsic_xx"].add_(hxx)
+        st["hsic_yy"].add_(hyy)
+        self._add_counts(st, n)
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         counts = self._counts()
         s = self._states
         den = torch.outer(s["hsic_xx"], s["hsic_yy"])
