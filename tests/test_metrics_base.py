@@ -60,6 +60,15 @@ def _data(name: str, n: int, gen: torch.Generator) -> tuple[Accumulator, list[An
         ]
     if name == "ConfidenceStats":
         return M.ConfidenceStats(batch_size=16), [_patch_model, r(n, 1, 8, 8), r(n, 4, 4)]
+    index = torch.arange(n)
+    if name == "PairedDifference":
+        v = r(n)
+        v[0] = math.nan  # an image without a value
+        return M.PairedDifference(replicates=50), [v, r(n), index]
+    if name == "PairedAccuracy":
+        return M.PairedAccuracy(replicates=50), [r(n) > 0.3, r(n) > 0.5, index]
+    if name == "BootstrapMean":
+        return M.BootstrapMean(replicates=50, null=0.5), [r(n), index]
     raise AssertionError(name)
 
 
@@ -74,6 +83,9 @@ ALL = [
     "ClassificationStats",
     "FaithfulnessStats",
     "ConfidenceStats",
+    "PairedDifference",
+    "PairedAccuracy",
+    "BootstrapMean",
 ]
 # Per-image averages: the result must not depend on how images are split into batches.
 # (Minibatch CKA legitimately depends on the batching.)

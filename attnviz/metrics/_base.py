@@ -22,8 +22,9 @@ with ``add_state``):
   Sums are kept in float64;
 * ``update`` and ``compute`` of every subclass are wrapped once, when the class is
   defined (``__init_subclass__``), not per instance: ``update`` refuses to run after
-  :meth:`Accumulator.sync` and runs under ``torch.no_grad()``; ``compute`` refuses to
-  run before any update. Subclasses write neither check.
+  :meth:`Accumulator.sync` and runs under ``torch.no_grad()``; ``compute`` (and
+  ``replicate_values`` where a subclass has it) refuses to run before any update.
+  Subclasses write neither check.
 
 Why not :class:`torchmetrics.Metric` as the base: its states are declared with fixed
 shapes (ours may have sizes only the first input knows), it wraps ``update`` per
@@ -72,8 +73,9 @@ class Accumulator:
         super().__init_subclass__(**kwargs)
         if "update" in cls.__dict__:
             cls.update = _guard_update(cls.__dict__["update"])  # type: ignore[method-assign]
-        if "compute" in cls.__dict__:
-            cls.compute = _guard_compute(cls.__dict__["compute"])  # type: ignore[method-assign]
+        for name in ("compute", "replicate_values"):  # everything that reads the states
+            if name in cls.__dict__:
+                setattr(cls, name, _guard_compute(cls.__dict__[name]))
 
     # ------------------------------------------------------------------ protocol
     def update(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
@@ -271,7 +273,7 @@ def _guard_update(update: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _guard_compute(compute: Callable[..., Any]) -> Callable[..., Any]:
-    """``compute`` refused before any update (or after :meth:`Accumulator.reset`)."""
+    """``compute`` (or ``replicate_values``) refused before any update (or after a reset)."""
     if getattr(compute, "_accumulator_guard", False):
         return compute
 
@@ -279,7 +281,8 @@ def _guard_compute(compute: Callable[..., Any]) -> Callable[..., Any]:
     def guarded(self: Accumulator, *args: Any, **kwargs: Any) -> Any:
         if not self._states:
             raise RuntimeError(
-                f"{type(self).__name__}.compute() called before any update() (or after reset())"
+                f"{type(self).__name__}.{compute.__name__}() called before any update() "
+                "(or after reset())"
             )
         return compute(self, *args, **kwargs)
 

@@ -9,8 +9,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from ..errors import StatisticsError
 from ._base import Accumulator
 from ._checks import check_tensor
+from ._resampling import KEYS_STATE, Resampling
 
 __all__ = ["CKAMatrix", "LinearCKA", "hsic_unbiased", "linear_gram"]
 
@@ -172,11 +174,58 @@ class LinearCKA(_CKABase):
     A batch of fewer than 4 images raises, or with ``skip_small_batches=True`` (e.g. the
     last batch of a DataLoader) is skipped and counted in ``n_skipped_images``.
     States: three sums + counts (summed across ranks by :meth:`sync`).
+
+    **Intervals.** With ``replicates=B`` (and ``seed``, ``level``), ``update(x, y,
+    batch_key)`` also takes a key for the minibatch (an int ≥ 0 unique to it in the whole
+    dataset, e.g. the dataset index of its first image; the same key for the same batch
+    in every model and rank), and keeps ``B`` Poisson(1)-weighted copies of the three
+    HSIC sums with **batch-level weights**: each HSIC term is a U-statistic over the pairs
+    of images of one batch, not a sum of per-image terms, so the resampling unit is the
+    batch. ``compute()`` adds ``cka_ci_low`` / ``cka_ci_high`` (percentile interval) and
+    ``replicates``, ``seed``, ``level``, ``method``. The interval reflects batch-to-batch
+    variation and needs many batches (it is unreliable below about 20); ``n_batches``
+    says how many there were. CKA is already relative to the baseline, so no difference
+    is needed. Extra state: ``3 × B`` numbers.
     """
 
-    def update(self, x: Tensor, y: Tensor) -> None:
-        """Add one minibatch: ``x`` and ``y`` are features ``[B, ...]`` of the same B images."""
+    def __init__(
+        self,
+        pool: Pool = "none",
+        dtype: torch.dtype = torch.float32,
+        skip_small_batches: bool = False,
+        *,
+        replicates: int | None = None,
+        seed: int = 0,
+        level: float = 0.95,
+    ) -> None:
+        super().__init__(pool, dtype, skip_small_batches)
+        self.resampling = None
+        if replicates is not None:
+            self.resampling = Resampling("LinearCKA", replicates, seed, level)
+            self.add_state("rep_hsic", (3, replicates))
+            self.add_state(KEYS_STATE, dtype=torch.int64)
+
+    def settings(self) -> dict[str, Any]:
+        out = super().settings()
+        if self.resampling is not None:
+            out["bootstrap"] = self.resampling.settings("batch")
+        return out
+
+    def update(self, x: Tensor, y: Tensor, batch_key: int | None = None) -> None:
+        """Add one minibatch: ``x`` and ``y`` are features ``[B, ...]`` of the same B images.
+
+        ``batch_key``: the batch's key, required with ``replicates`` (ignored without).
+        """
         owner = "LinearCKA.update"
+        key = None
+        if self.resampling is not None:
+            if isinstance(batch_key, bool) or not isinstance(batch_key, int) or batch_key < 0:
+                raise StatisticsError(
+                    f"{owner}: `batch_key` must be an int ≥ 0 with replicates (a key unique "
+                    f"to this minibatch, e.g. the dataset index of its first image), got "
+                    f"{batch_key!r}"
+                )
+            key = torch.tensor([batch_key], dtype=torch.int64)
         if self._skipped(x, y):
             return
         fx = _flatten(owner, "x", x, self.pool)
@@ -198,13 +247,31 @@ class LinearCKA(_CKABase):
         st["hsic_xx"].add_(h[0, 0])
         st["hsic_yy"].add_(h[1, 1])
         self._add_counts(st, n)
+        if self.resampling is not None and key is not None:
+            w, keys = self.resampling.weights(key.to(fx.device))
+            st["rep_hsic"].add_(torch.stack([h[0, 1], h[0, 0], h[1, 1]])[:, None] * w[0])
+            st[KEYS_STATE].add_(keys)
+
+    def replicate_values(self) -> dict[str, Tensor]:
+        """``{"cka": [B]}``: bootstrap replicates of the CKA (needs ``replicates``)."""
+        if self.resampling is None:
+            raise RuntimeError("LinearCKA was built without `replicates`: no replicates")
+        xy, xx, yy = self._states["rep_hsic"]
+        den = xx * yy
+        return {"cka": torch.where(den > 0, xy / den.clamp_min(1e-300).sqrt(), torch.nan)}
 
     def compute(self) -> dict[str, Any]:
         counts = self._counts()
         s = self._states
         den = float(s["hsic_xx"]) * float(s["hsic_yy"])
         cka = float(s["hsic_xy"]) / math.sqrt(den) if den > 0 else float("nan")
-        return {"cka": cka, **counts}
+        out: dict[str, Any] = {"cka": cka, **counts}
+        if self.resampling is not None:
+            lo, hi = self.resampling.interval(self.replicate_values()["cka"])
+            out["cka_ci_low"] = lo if math.isfinite(cka) else math.nan
+            out["cka_ci_high"] = hi if math.isfinite(cka) else math.nan
+            out.update(self.resampling.meta())
+        return out
 
 
 class CKAMatrix(_CKABase):

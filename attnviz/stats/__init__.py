@@ -1,0 +1,35 @@
+"""Statistics for before/after comparisons: bootstrap weights, intervals, exact and seed-level tests.
+
+Pure functions over numbers and tensors (no other part of attnviz is imported but
+:mod:`attnviz.errors`), used by the streaming accumulators of
+:mod:`attnviz.metrics.bootstrap` and by ablation tables:
+
+* :func:`poisson_weights`: counter-based Poisson(1) weights keyed by (seed, image
+  index, replicate), identical under any batching, process or device;
+* :func:`percentile_interval`, :func:`bootstrap_pvalue`: interval and test from
+  bootstrap replicates;
+* :func:`mcnemar` (exact, paired accuracy) and :func:`holm` (multiple comparisons);
+* :func:`t_interval`, :func:`seed_summary`, :func:`paired_seed_test`: across seeds,
+  with no interval below 3 seeds.
+"""
+
+from .bootstrap import bootstrap_pvalue, check_level, percentile_interval
+from .poisson import image_keys, poisson_weights, poisson_weights_for_keys
+from .seeds import MIN_SEEDS, NO_INTERVAL, paired_seed_test, seed_summary, t_interval
+from .significance import holm, mcnemar
+
+__all__ = [
+    "MIN_SEEDS",
+    "NO_INTERVAL",
+    "bootstrap_pvalue",
+    "check_level",
+    "holm",
+    "image_keys",
+    "mcnemar",
+    "paired_seed_test",
+    "percentile_interval",
+    "poisson_weights",
+    "poisson_weights_for_keys",
+    "seed_summary",
+    "t_interval",
+]
