@@ -205,7 +205,7 @@ def test_results_record_the_bootstrap_settings() -> None:
     acc.update(torch.linspace(0.5, 0.9, 40), torch.arange(40))
     out = acc.compute()
     assert (out["replicates"], out["seed"], out["level"]) == (300, 9, 0.9)
-    assert out["method"] == "poisson bootstrap, percentile interval"
+    assert out["method"] == "poisson bootstrap, expanded percentile interval"
     assert out["mean"] == pytest.approx(0.7) and out["null"] == 1.0 and out["p"] == 0.0
     assert out["ci_low"] < 0.7 < out["ci_high"]
     assert acc.settings()["seed"] == 9 and json.dumps(acc.settings())

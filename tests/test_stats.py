@@ -135,17 +135,47 @@ def test_bootstrap_pvalue_by_hand() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**16), shift=st.floats(-1.0, 1.0), alpha=st.sampled_from([0.05, 0.1]))
+@given(
+    seed=st.integers(0, 2**16),
+    shift=st.floats(-1.0, 1.0),
+    alpha=st.sampled_from([0.05, 0.1]),
+    n=st.sampled_from([None, 5, 64, 1000]),
+)
 def test_bootstrap_p_below_alpha_exactly_when_the_interval_excludes_zero(
-    seed: int, shift: float, alpha: float
+    seed: int, shift: float, alpha: float, n: int | None
 ) -> None:
     g = torch.Generator().manual_seed(seed)
     r = torch.randn(2000, generator=g, dtype=torch.float64) * 0.5 + shift
-    lo, hi = percentile_interval(r, 1 - alpha)
-    p = bootstrap_pvalue(r)
+    lo, hi = percentile_interval(r, 1 - alpha, n)
+    p = bootstrap_pvalue(r, 0.0, n)
     # equivalent up to the interpolation between two neighbouring order statistics
-    if abs(p - alpha) > 2 / r.numel():
+    if abs(p - alpha) > 0.01:
         assert (p < alpha) == (lo > 0 or hi < 0)
+    if n is not None:
+        assert p >= bootstrap_pvalue(r) - 1e-12  # the expanded interval is wider
+
+
+def test_expanded_interval_has_the_width_of_a_t_interval() -> None:
+    # Hesterberg: percentile level 2Φ(√(n/(n−1)) t_{0.975, n−1}) − 1
+    for n in (2, 10, 64, 1000):
+        z = math.sqrt(n / (n - 1)) * sps.t.ppf(0.975, n - 1)
+        assert S.expanded_level(0.95, n) == pytest.approx(2 * sps.norm.cdf(z) - 1, rel=1e-12)
+    assert 0.95 < S.expanded_level(0.95, 1000) < S.expanded_level(0.95, 64) < 0.96
+    assert math.isnan(S.expanded_level(0.95, 1))
+    r = torch.randn(4000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    lo, hi = percentile_interval(r, 0.95, 10)
+    ref = np.quantile(
+        r.numpy(), [(1 - S.expanded_level(0.95, 10)) / 2, (1 + S.expanded_level(0.95, 10)) / 2]
+    )
+    assert (lo, hi) == pytest.approx(tuple(ref), abs=1e-12)
+    assert all(math.isnan(v) for v in percentile_interval(r, 0.95, 1))
+    assert math.isnan(bootstrap_pvalue(r, 0.0, 1))
+    # p inverts the expanded interval: p at the interval's own bound is 1 − level
+    p0 = bootstrap_pvalue(r + 2.0)  # plain percentile p
+    z = sps.norm.ppf(1 - p0 / 2)
+    assert bootstrap_pvalue(r + 2.0, 0.0, 10) == pytest.approx(
+        2 * (1 - sps.t.cdf(z * math.sqrt(9 / 10), 9)), rel=1e-9
+    )
 
 
 # -- McNemar and Holm --------------------------------------------------------------------------
@@ -178,6 +208,21 @@ def test_holm_by_hand_with_nan_and_mappings() -> None:
     assert holm([]) == []
     with pytest.raises(StatisticsError, match=r"\[0, 1\]"):
         holm([1.5])
+
+
+def test_significance_is_decided_after_holm_adjustment() -> None:
+    results = {
+        ("se", "iou"): {"p": 0.01, "delta": 0.1},
+        ("se", "accuracy"): {"p": 0.03},
+        ("eca", "iou"): {"p": 0.04},
+        ("eca", "cka"): {"p": None},  # not a test
+    }
+    out = S.holm_significance(results)
+    # m = 3: 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 → 0.06
+    assert out["se", "iou"]["p_holm"] == pytest.approx(0.03) and out["se", "iou"]["significant"]
+    assert not out["se", "accuracy"]["significant"] and not out["eca", "iou"]["significant"]
+    assert out["eca", "cka"]["significant"] is False and math.isnan(out["eca", "cka"]["p_holm"])
+    assert out["se", "iou"]["delta"] == 0.1 and "p_holm" not in results["se", "iou"]
 
 
 @settings(max_examples=50, deadline=None)

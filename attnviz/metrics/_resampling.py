@@ -66,7 +66,7 @@ def check_index(owner: str, index: object, batch: int, device: torch.device) -> 
 class Resampling:
     """Settings of one accumulator's bootstrap: ``replicates`` (B), ``seed``, ``level``."""
 
-    METHOD = "poisson bootstrap, percentile interval"
+    METHOD = "poisson bootstrap, expanded percentile interval"
 
     def __init__(self, owner: str, replicates: int, seed: int, level: float) -> None:
         if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 2:
@@ -95,16 +95,19 @@ class Resampling:
         keys = image_keys(self.seed, index)
         return poisson_weights_for_keys(self.seed, keys, self.replicates), keys.sum()
 
-    def interval(self, replicates: Tensor) -> tuple[float, float]:
-        return percentile_interval(replicates, self.level)
+    def interval(self, replicates: Tensor, n: int) -> tuple[float, float]:
+        """Expanded percentile interval of ``replicates`` for ``n`` resampled units."""
+        return percentile_interval(replicates, self.level, n)
 
-    def summary(self, point: float, replicates: Tensor, null: float | None) -> dict[str, Any]:
+    def summary(
+        self, point: float, replicates: Tensor, null: float | None, n: int
+    ) -> dict[str, Any]:
         """``{"ci_low", "ci_high", "p"}``; ``p`` tests ``= null`` (NaN when ``null`` is None)."""
-        lo, hi = self.interval(replicates)
         if not math.isfinite(point):
-            lo = hi = math.nan
-        p = bootstrap_pvalue(replicates, null) if null is not None else math.nan
-        return {"ci_low": lo, "ci_high": hi, "p": p if math.isfinite(point) else math.nan}
+            return {"ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
+        lo, hi = self.interval(replicates, n)
+        p = bootstrap_pvalue(replicates, null, n) if null is not None else math.nan
+        return {"ci_low": lo, "ci_high": hi, "p": p}
 
     def meta(self) -> dict[str, Any]:
         """The fields every bootstrap result carries."""

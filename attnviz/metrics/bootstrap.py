@@ -81,6 +81,10 @@ class _PerImageBootstrap(Accumulator):
         """``{headline: [B]}``: the bootstrap replicates of the mean (NaN: a replicate drew no image)."""
         return {self._headline: self._replicates()}
 
+    def resampled_units(self) -> int:
+        """How many images the replicates resample (those with a value)."""
+        return int(self._states["n"])
+
     def _mean_std(self) -> tuple[float, float, int]:
         s = self._states
         n = int(s["n"])
@@ -100,7 +104,8 @@ class PairedDifference(_PerImageBootstrap):
 
     * ``delta`` = mean of ``d_i = variant_i − baseline_i`` over the ``n`` paired images;
       ``variant`` and ``baseline``: the two means over the same images; ``std`` of ``d``;
-    * ``ci_low`` / ``ci_high``: the ``level`` percentile interval of the ``B`` replicates
+    * ``ci_low`` / ``ci_high``: the ``level`` expanded percentile interval (for ``n``
+      images, :func:`attnviz.stats.percentile_interval`) of the ``B`` replicates
       ``Σ w_ib d_i / Σ w_ib`` (each image's weights are shared by both models: the
       interval is for the paired difference);
     * ``p``: two-sided bootstrap p-value for ``delta = 0`` (percentile-interval inversion,
@@ -121,7 +126,7 @@ class PairedDifference(_PerImageBootstrap):
 
     definition = (
         "delta = mean_i (variant_i − baseline_i) over images with both values; 95% CI = "
-        "percentile interval of B Poisson-bootstrap replicates Σ w_ib d_i / Σ w_ib, "
+        "expanded percentile interval of B Poisson-bootstrap replicates Σ w_ib d_i / Σ w_ib, "
         "w_ib ~ Poisson(1) keyed by (seed, image index), shared by both models; p by "
         "inverting that interval."
     )
@@ -153,7 +158,7 @@ class PairedDifference(_PerImageBootstrap):
         s = self._states
         return {
             "delta": delta,
-            **self.resampling.summary(delta, self._replicates(), 0.0),
+            **self.resampling.summary(delta, self._replicates(), 0.0, n),
             "variant": ratio(s["sum_variant"], n),
             "baseline": ratio(s["sum_baseline"], n),
             "std": std,
@@ -178,7 +183,7 @@ class PairedAccuracy(PairedDifference):
     definition = (
         "delta = accuracy(variant) − accuracy(baseline) on the same images; p = exact "
         "McNemar (binomtest of the discordant counts, 0.5); 95% CI = Poisson-bootstrap "
-        "percentile interval of the paired 0/1 differences."
+        "expanded percentile interval of the paired 0/1 differences."
     )
 
     def __init__(self, replicates: int = 1000, seed: int = 0, level: float = 0.95) -> None:
@@ -217,13 +222,13 @@ class BootstrapMean(_PerImageBootstrap):
 
     For values that already compare two models per image, such as CAM agreement
     (``CamAgreement.update(...)["pearson"]``). ``update(values, index)``; NaN / inf values
-    are missing. ``compute()``: ``mean``, ``ci_low`` / ``ci_high`` (percentile interval of
+    are missing. ``compute()``: ``mean``, ``ci_low`` / ``ci_high`` (expanded percentile interval of
     ``Σ w_ib x_i / Σ w_ib``), ``p`` for ``mean = null`` (NaN without ``null``), ``null``,
     ``std``, ``n``, ``n_missing``, ``replicates``, ``seed``, ``level``, ``method``.
     """
 
     definition = (
-        "mean = mean_i x_i over images with a value; 95% CI = percentile interval of B "
+        "mean = mean_i x_i over images with a value; 95% CI = expanded percentile interval of B "
         "Poisson-bootstrap replicates Σ w_ib x_i / Σ w_ib, w_ib ~ Poisson(1) keyed by "
         "(seed, image index)."
     )
@@ -251,7 +256,7 @@ class BootstrapMean(_PerImageBootstrap):
         mean, std, n = self._mean_std()
         return {
             "mean": mean,
-            **self.resampling.summary(mean, self._replicates(), self.null),
+            **self.resampling.summary(mean, self._replicates(), self.null, n),
             "null": self.null,
             "std": std,
             "n": n,
@@ -308,17 +313,18 @@ def bootstrap_difference(variant: Accumulator, baseline: Accumulator) -> dict[st
     reps_v = variant.replicate_values()  # type: ignore[attr-defined]
     reps_b = baseline.replicate_values()  # type: ignore[attr-defined]
     res: Resampling = variant.resampling  # type: ignore[attr-defined]
+    n = variant.resampled_units()  # type: ignore[attr-defined]
     out: dict[str, dict[str, Any]] = {}
     for name, rv in reps_v.items():
         delta = float(point_v[name]) - float(point_b[name])
         reps = rv - reps_b[name]
-        lo, hi = res.interval(reps)
+        lo, hi = res.interval(reps, n)
         finite = math.isfinite(delta)
         out[name] = {
             "delta": delta,
             "ci_low": lo if finite else math.nan,
             "ci_high": hi if finite else math.nan,
-            "p": bootstrap_pvalue(reps, 0.0) if finite else math.nan,
+            "p": bootstrap_pvalue(reps, 0.0, n) if finite else math.nan,
             "variant": float(point_v[name]),
             "baseline": float(point_b[name]),
             **res.meta(),

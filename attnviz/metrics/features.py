@@ -80,9 +80,9 @@ class FeatureStats(Accumulator):
     weighted copies of the seven sums above, with **per-image weights** (every value is a
     ratio of sums of per-image quantities, so weighting an image's sums is exactly
     resampling it). ``compute()`` then adds ``{name}_ci_low`` / ``{name}_ci_high`` for
-    ``mean``, ``std``, ``sparsity``, ``channel_gini``, ``spatial_entropy`` (percentile
-    interval) and ``replicates``, ``seed``, ``level``, ``method``;
-    :func:`~attnviz.metrics.bootstrap_difference` gives variant − baseline intervals for
+    ``mean``, ``std``, ``sparsity``, ``channel_gini``, ``spatial_entropy`` (expanded
+    percentile interval over ``n_images`` units) and ``replicates``, ``seed``, ``level``,
+    ``method``; :func:`~attnviz.metrics.bootstrap_difference` gives variant − baseline intervals for
     two such accumulators fed the same images. Extra state: ``7 × B`` numbers.
     """
 
@@ -188,6 +188,10 @@ class FeatureStats(Accumulator):
             "spatial_entropy": ent / alive,
         }
 
+    def resampled_units(self) -> int:
+        """How many images the replicates resample."""
+        return int(self._states["n_images"])
+
     def compute(self) -> dict[str, Any]:
         s = self._states
         n = float(s["n_values"])
@@ -204,7 +208,7 @@ class FeatureStats(Accumulator):
         }
         if self.resampling is not None:
             for name, reps in self.replicate_values().items():
-                lo, hi = self.resampling.interval(reps)
+                lo, hi = self.resampling.interval(reps, self.resampled_units())
                 finite = math.isfinite(out[name])
                 out[f"{name}_ci_low"] = lo if finite else math.nan
                 out[f"{name}_ci_high"] = hi if finite else math.nan

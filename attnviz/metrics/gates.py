@@ -79,7 +79,8 @@ class GateStats(Accumulator):
     weighted copies of the sums behind ``mean``, ``std`` and (with ``num_classes``) η² and
     ε², with **per-image weights**: all are functions of per-image sums (per-class counts,
     per-class profile sums, per-channel sums of squares), so weighting an image's terms
-    is resampling it. ``compute()`` adds ``{name}_ci_low`` / ``{name}_ci_high`` for
+    is resampling it. ``compute()`` adds ``{name}_ci_low`` / ``{name}_ci_high`` (expanded
+    percentile interval over ``n_images`` units) for
     ``mean``, ``std``, ``class_specificity``, ``class_specificity_adjusted``, and
     ``replicates``, ``seed``, ``level``, ``method``, ``class_specificity_interval``.
 
@@ -263,6 +264,10 @@ class GateStats(Accumulator):
             out[name], out[f"{name}_adjusted"] = eta, eps
         return out
 
+    def resampled_units(self) -> int:
+        """How many images the replicates resample."""
+        return int(self._states["class_n"].sum())
+
     def _eta_name(self) -> str:
         s = self._states
         full = s["rep_class_sum"].shape[2] == s["class_sum"].shape[1]
@@ -337,7 +342,7 @@ class GateStats(Accumulator):
                     "per-image Poisson bootstrap of the channel-averaged η²"
                 )
         for name, reps in self.replicate_values().items():
-            lo, hi = self.resampling.interval(reps)
+            lo, hi = self.resampling.interval(reps, self.resampled_units())
             finite = math.isfinite(out[name])
             out[f"{name}_ci_low"] = lo if finite else math.nan
             out[f"{name}_ci_high"] = hi if finite else math.nan

@@ -181,7 +181,8 @@ class LinearCKA(_CKABase):
     in every model and rank), and keeps ``B`` Poisson(1)-weighted copies of the three
     HSIC sums with **batch-level weights**: each HSIC term is a U-statistic over the pairs
     of images of one batch, not a sum of per-image terms, so the resampling unit is the
-    batch. ``compute()`` adds ``cka_ci_low`` / ``cka_ci_high`` (percentile interval) and
+    batch. ``compute()`` adds ``cka_ci_low`` / ``cka_ci_high`` (expanded percentile interval over
+    ``n_batches`` units) and
     ``replicates``, ``seed``, ``level``, ``method``. The interval reflects batch-to-batch
     variation and needs many batches (it is unreliable below about 20); ``n_batches``
     says how many there were. CKA is already relative to the baseline, so no difference
@@ -260,6 +261,10 @@ class LinearCKA(_CKABase):
         den = xx * yy
         return {"cka": torch.where(den > 0, xy / den.clamp_min(1e-300).sqrt(), torch.nan)}
 
+    def resampled_units(self) -> int:
+        """How many batches the replicates resample."""
+        return int(self._states["n_batches"])
+
     def compute(self) -> dict[str, Any]:
         counts = self._counts()
         s = self._states
@@ -267,7 +272,8 @@ class LinearCKA(_CKABase):
         cka = float(s["hsic_xy"]) / math.sqrt(den) if den > 0 else float("nan")
         out: dict[str, Any] = {"cka": cka, **counts}
         if self.resampling is not None:
-            lo, hi = self.resampling.interval(self.replicate_values()["cka"])
+            reps = self.replicate_values()["cka"]
+            lo, hi = self.resampling.interval(reps, self.resampled_units())
             out["cka_ci_low"] = lo if math.isfinite(cka) else math.nan
             out["cka_ci_high"] = hi if math.isfinite(cka) else math.nan
             out.update(self.resampling.meta())

@@ -6,24 +6,27 @@ Pure functions over numbers and tensors (no other part of attnviz is imported bu
 
 * :func:`poisson_weights`: counter-based Poisson(1) weights keyed by (seed, image
   index, replicate), identical under any batching, process or device;
-* :func:`percentile_interval`, :func:`bootstrap_pvalue`: interval and test from
-  bootstrap replicates;
-* :func:`mcnemar` (exact, paired accuracy) and :func:`holm` (multiple comparisons);
+* :func:`percentile_interval` (expanded for small samples), :func:`bootstrap_pvalue`:
+  interval and test from bootstrap replicates;
+* :func:`mcnemar` (exact, paired accuracy) and :func:`holm` / :func:`holm_significance`
+  (multiple comparisons: significant only after adjustment);
 * :func:`t_interval`, :func:`seed_summary`, :func:`paired_seed_test`: across seeds,
   with no interval below 3 seeds.
 """
 
-from .bootstrap import bootstrap_pvalue, check_level, percentile_interval
+from .bootstrap import bootstrap_pvalue, check_level, expanded_level, percentile_interval
 from .poisson import image_keys, poisson_weights, poisson_weights_for_keys
 from .seeds import MIN_SEEDS, NO_INTERVAL, paired_seed_test, seed_summary, t_interval
-from .significance import holm, mcnemar
+from .significance import holm, holm_significance, mcnemar
 
 __all__ = [
     "MIN_SEEDS",
     "NO_INTERVAL",
     "bootstrap_pvalue",
     "check_level",
+    "expanded_level",
     "holm",
+    "holm_significance",
     "image_keys",
     "mcnemar",
     "paired_seed_test",

@@ -1,4 +1,15 @@
-"""Intervals and p-values from bootstrap replicates of a statistic."""
+"""Intervals and p-values from bootstrap replicates of a statistic.
+
+The interval is the percentile interval of the replicates. Given ``n``, the number of
+resampled units (images, or batches), it is Hesterberg's *expanded* percentile interval
+(T. Hesterberg, "What teachers should know about the bootstrap", The American
+Statistician, 2015): the percentile interval at the wider level ``2Φ(√(n/(n−1)) ·
+t_{(1+level)/2, n−1}) − 1``. The plain percentile interval is too narrow for small
+samples, like a z-interval with the ``n`` divisor; the expansion gives it the width of
+a t interval (0.956 for 64 images, 0.9504 for 1000, 0.983 for 10 batches). In simulation
+(paired skewed values, B = 1000) it raises the coverage of a nominal 95% interval from
+0.938 to 0.944 at 64 images and from 0.926 to 0.938 at 30.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +20,7 @@ from torch import Tensor
 
 from ..errors import StatisticsError
 
-__all__ = ["bootstrap_pvalue", "check_level", "percentile_interval"]
+__all__ = ["bootstrap_pvalue", "check_level", "expanded_level", "percentile_interval"]
 
 
 def check_level(level: float) -> float:
@@ -19,48 +30,90 @@ def check_level(level: float) -> float:
     return float(level)
 
 
+def _check_n(n: int | None) -> int | None:
+    if n is None:
+        return None
+    if isinstance(n, bool) or not float(n).is_integer() or n < 0:
+        raise StatisticsError(f"`n` (resampled units) must be an int ≥ 0, got {n!r}")
+    return int(n)
+
+
+def expanded_level(level: float, n: int) -> float:
+    """The percentile level of Hesterberg's expanded interval: ``2Φ(√(n/(n−1)) t_{(1+level)/2, n−1}) − 1``.
+
+    NaN for ``n < 2`` (no interval from fewer than two units).
+
+    >>> round(expanded_level(0.95, 64), 4), round(expanded_level(0.95, 10), 4)
+    (0.956, 0.9829)
+    """
+    from scipy.special import ndtr, stdtrit  # normal CDF, Student-t quantile
+
+    level = check_level(level)
+    n = _check_n(n)  # type: ignore[assignment]
+    if n is None or n < 2:
+        return math.nan
+    z = math.sqrt(n / (n - 1)) * float(stdtrit(n - 1, (1 + level) / 2))
+    return float(2 * ndtr(z) - 1)
+
+
 def _finite(replicates: Tensor) -> Tensor:
     r = torch.as_tensor(replicates, dtype=torch.float64).flatten()
     return r[torch.isfinite(r)]
 
 
-def percentile_interval(replicates: Tensor, level: float = 0.95) -> tuple[float, float]:
-    """The ``level`` percentile interval of bootstrap replicates ``[B]``.
+def percentile_interval(
+    replicates: Tensor, level: float = 0.95, n: int | None = None
+) -> tuple[float, float]:
+    """The ``level`` percentile interval of bootstrap replicates ``[B]`` (expanded when ``n`` is given).
 
-    The ``(1 − level)/2`` and ``(1 + level)/2`` quantiles, linearly interpolated between
-    order statistics (numpy's default). Non-finite replicates (a Poisson replicate that
-    drew no image: ``0/0``) are left out; with none left the interval is ``(nan, nan)``.
+    The ``(1 − l)/2`` and ``(1 + l)/2`` quantiles, linearly interpolated between order
+    statistics (numpy's default), with ``l = level``, or ``l =``
+    :func:`expanded_level` ``(level, n)`` for ``n`` resampled units (``(nan, nan)`` when
+    ``n < 2``). Non-finite replicates (a Poisson replicate that drew no unit: ``0/0``)
+    are left out; with none left the interval is ``(nan, nan)``.
     """
     level = check_level(level)
+    if _check_n(n) is not None:
+        level = expanded_level(level, n)  # type: ignore[arg-type]
     r = _finite(replicates)
-    if r.numel() == 0:
+    if r.numel() == 0 or math.isnan(level):
         return math.nan, math.nan
     q = torch.tensor([(1.0 - level) / 2, (1.0 + level) / 2], dtype=torch.float64)
     lo, hi = torch.quantile(r, q.to(r.device)).tolist()
     return lo, hi
 
 
-def bootstrap_pvalue(replicates: Tensor, null: float = 0.0) -> float:
-    """Two-sided bootstrap p-value for "the statistic equals ``null``", by inverting the percentile interval.
+def bootstrap_pvalue(replicates: Tensor, null: float = 0.0, n: int | None = None) -> float:
+    """Two-sided bootstrap p-value for "the statistic equals ``null``", by inverting the interval.
 
-    ``L = (#{θ*_b < null} + ½ #{θ*_b = null}) / B`` over the finite replicates and
-    ``p = min(1, 2 · min(L, 1 − L))``: the smallest ``α`` whose ``1 − α`` percentile
-    interval excludes ``null``. So ``p < α`` exactly when :func:`percentile_interval` at
-    level ``1 − α`` leaves ``null`` out (up to the quantile interpolation between two
-    neighbouring replicates), and a table never shows a "significant" difference whose
-    interval covers 0. Ties count half on each side, so a statistic that is exactly
-    ``null`` in every replicate (two identical models) gets ``p = 1``.
+    With ``L = (#{θ*_b < null} + ½ #{θ*_b = null}) / B`` over the finite replicates, the
+    percentile p-value is ``p₀ = min(1, 2 · min(L, 1 − L))``: the smallest ``α`` whose
+    ``1 − α`` percentile interval excludes ``null``. With ``n`` resampled units the
+    interval is the expanded one (:func:`percentile_interval`), and the p-value inverts
+    that instead: ``p = 2 (1 − T_{n−1}(Φ⁻¹(1 − p₀/2) · √((n−1)/n)))``. Either way
+    ``p < α`` exactly when :func:`percentile_interval` at level ``1 − α`` (same ``n``)
+    leaves ``null`` out, up to the interpolation between two neighbouring replicates, so
+    a table never shows a "significant" difference whose interval covers 0.
 
-    Why this construction: it needs nothing but the replicates the streaming state
-    already holds, and its level is that of the percentile interval, whose coverage error
-    for a mean of ``n`` independent values is ``O(1/n)``; the simulations in the tests
-    (400 null comparisons of 100 images, 1000 replicates) reject at 0.02-0.08 for
-    ``α = 0.05``. The resolution is ``1/B``: ``p = 0`` means ``p < 1/B``. NaN when no
-    replicate is finite.
+    Why this construction: it needs nothing but the replicates the streaming state already
+    holds, is consistent with the reported interval by construction, and inherits its
+    calibration. Ties count half on each side, so a statistic that equals ``null`` in
+    every replicate (two identical models) gets ``p = 1``. Checked by simulation in the
+    tests: 400 null comparisons of 64 images (B = 1000) are significant at ``α = 0.05``
+    at a rate within 0.02-0.08, 3000 comparisons (continuous and 0/1 per-image values)
+    within 0.035-0.065. The resolution is about ``1/B``. NaN when no replicate is finite
+    or ``n < 2``.
     """
     r = _finite(replicates)
-    if r.numel() == 0:
+    n = _check_n(n)
+    if r.numel() == 0 or (n is not None and n < 2):
         return math.nan
     below = float((r < null).sum()) + 0.5 * float((r == null).sum())
     lower = below / r.numel()
-    return min(1.0, 2.0 * min(lower, 1.0 - lower))
+    p0 = min(1.0, 2.0 * min(lower, 1.0 - lower))
+    if n is None or p0 >= 1.0:
+        return p0
+    from scipy.special import ndtri, stdtr  # normal quantile, Student-t CDF
+
+    z = float(ndtri(1.0 - p0 / 2.0)) if p0 > 0 else math.inf
+    return float(2.0 * (1.0 - stdtr(n - 1, z * math.sqrt((n - 1) / n))))

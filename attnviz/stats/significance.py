@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from typing import TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from ..errors import StatisticsError
 
-__all__ = ["holm", "mcnemar"]
+__all__ = ["holm", "holm_significance", "mcnemar"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -75,4 +75,30 @@ def holm(pvalues: Mapping[K, float] | Sequence[float]) -> dict[K, float] | list[
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (m - rank) * ps[i]))
         out[i] = running
+    return out
+
+
+def holm_significance(
+    results: Mapping[K, Mapping[str, Any]], alpha: float = 0.05
+) -> dict[K, dict[str, Any]]:
+    """Holm-adjust the ``"p"`` of every result of one comparison and mark what is significant.
+
+    ``results``: ``{(variant, metric): result}``, each result a dict with a ``"p"`` (as
+    the accumulators of :mod:`attnviz.metrics.bootstrap` return; ``None`` or NaN: not a
+    test). Returns copies with ``"p_holm"`` (the adjusted p, :func:`holm` over all the
+    tests given) and ``"significant"`` (``p_holm ≤ alpha``; ``False`` for non-tests), so
+    that "significant" always means "after adjustment over the whole comparison".
+
+    >>> out = holm_significance({("se", "iou"): {"p": 0.01}, ("se", "acc"): {"p": 0.04}})
+    >>> out["se", "iou"]["significant"], out["se", "acc"]["significant"]
+    (True, True)
+    """
+    if not 0.0 < alpha < 1.0:
+        raise StatisticsError(f"holm_significance: `alpha` must be in (0, 1), got {alpha}")
+    raw = {k: (math.nan if r.get("p") is None else float(r["p"])) for k, r in results.items()}
+    adjusted = holm(raw)
+    out: dict[K, dict[str, Any]] = {}
+    for k, r in results.items():
+        p = adjusted[k]
+        out[k] = {**r, "p_holm": p, "significant": bool(not math.isnan(p) and p <= alpha)}
     return out
