@@ -78,6 +78,86 @@ def test_update_returns_the_per_image_values_behind_each_mean() -> None:
     )
 
 
+class _Linear(torch.nn.Module):
+    """Logits = W · flatten(x); its CAM: the input weighted by the true class's weights."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.weight = torch.nn.Parameter(torch.randn(4, 3, 8, 8, generator=g) * 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.flatten(1).T
+
+    def cam(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (x * self.weight[labels]).mean(1)
+
+
+def _per_image(
+    model: _Linear,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    masks: torch.Tensor,
+    accs: dict[str, Any],
+) -> dict[str, torch.Tensor]:
+    """One model's per-image values for a batch, as compare would collect them."""
+    with torch.no_grad():
+        logits, cams = model(images), model.cam(images, labels)
+    out = dict(accs["classification"].update(logits, labels))
+    out.update(accs["localisation"].update(cams, masks, labels))
+    out["drop"] = accs["confidence"].update(model, images, cams, labels)["drop"]
+    return out
+
+
+def test_per_image_values_feed_the_paired_accumulators_end_to_end() -> None:
+    g = torch.Generator().manual_seed(7)
+    base = _Linear(0)
+    metrics = ("true_confidence", "pointing_game", "energy_pointing_game", "iou", "drop")
+    for variant, identical in ((base, True), (_Linear(1), False)):
+        accs = {
+            name: {
+                "classification": M.ClassificationStats(top_k=2),
+                "localisation": M.CamLocalisation(num_classes=4, tolerance=2),
+                "confidence": M.ConfidenceStats(),
+            }
+            for name in ("base", "variant")
+        }
+        paired = {k: PairedDifference(replicates=500) for k in metrics}
+        accuracy = PairedAccuracy(replicates=500)
+        for s in range(0, 48, 16):
+            images = torch.randn(16, 3, 8, 8, generator=g)
+            labels = torch.randint(0, 4, (16,), generator=g)
+            masks = torch.rand(16, 8, 8, generator=g) > 0.8
+            masks[0] = False  # an image without a mask: NaN in both models
+            index = torch.arange(s, s + 16)
+            vb = _per_image(base, images, labels, masks, accs["base"])
+            vv = _per_image(variant, images, labels, masks, accs["variant"])
+            accuracy.update(vv["correct"], vb["correct"], index)
+            for k in metrics:
+                paired[k].update(vv[k], vb[k], index)
+        # the paired means are the accumulators' own means, and so are their differences
+        point = {
+            name: {
+                **{k: a["localisation"].compute()[k] for k in metrics[1:4]},
+                "true_confidence": a["classification"].compute()["mean_true_confidence"],
+                "drop": a["confidence"].compute()["average_drop_pct"] / 100,
+                "accuracy": a["classification"].compute()["accuracy"],
+            }
+            for name, a in accs.items()
+        }
+        results = {k: paired[k].compute() for k in metrics} | {"accuracy": accuracy.compute()}
+        assert results["pointing_game"]["n"] == 45 and results["pointing_game"]["n_missing"] == 3
+        for k, out in results.items():
+            assert out["variant"] == pytest.approx(point["variant"][k], abs=1e-12), k
+            assert out["delta"] == pytest.approx(
+                point["variant"][k] - point["base"][k], abs=1e-12
+            ), k
+            if identical:
+                assert (out["ci_low"], out["ci_high"], out["p"]) == (0.0, 0.0, 1.0), k
+        if not identical:
+            assert results["true_confidence"]["delta"] != 0.0
+
+
 # -- identical models ----------------------------------------------------------------------------
 
 
@@ -343,6 +423,10 @@ def test_bootstrap_difference_refuses_unpaired_accumulators() -> None:
         bootstrap_difference(a, c)
     with pytest.raises(StatisticsError, match="no bootstrap replicates"):
         bootstrap_difference(M.CamAgreement(), M.CamAgreement())
+    with pytest.raises(StatisticsError, match="no bootstrap replicates"):
+        bootstrap_difference(M.FeatureStats(), M.FeatureStats())
+    with pytest.raises(RuntimeError, match="before any update"):
+        bootstrap_difference(M.FeatureStats(replicates=50), M.FeatureStats(replicates=50))
 
 
 # -- streaming: bounded state, batch split --------------------------------------------------------

@@ -110,7 +110,8 @@ class PairedDifference(_PerImageBootstrap):
       interval is for the paired difference);
     * ``p``: two-sided bootstrap p-value for ``delta = 0`` (percentile-interval inversion,
       :func:`attnviz.stats.bootstrap_pvalue`): ``p < 1 − level`` exactly when the interval
-      excludes 0. Adjust a family of them with :func:`attnviz.stats.holm`;
+      excludes 0. Adjust all the tests of a comparison together with
+      :func:`attnviz.stats.holm_significance`;
     * ``n``, ``n_missing``, ``replicates``, ``seed``, ``level``, ``method``.
 
     Two identical models give ``delta = 0``, the interval ``[0, 0]`` and ``p = 1``.
@@ -292,7 +293,7 @@ def bootstrap_difference(variant: Accumulator, baseline: Accumulator) -> dict[st
             f"{owner}: got a {type(variant).__name__} and a {type(baseline).__name__}; "
             "compare two accumulators of the same kind"
         )
-    if not callable(getattr(variant, "replicate_values", None)):
+    if getattr(variant, "resampling", None) is None:
         raise StatisticsError(
             f"{owner}: {type(variant).__name__} keeps no bootstrap replicates "
             "(build it with replicates=...)"
@@ -302,6 +303,7 @@ def bootstrap_difference(variant: Accumulator, baseline: Accumulator) -> dict[st
             f"{owner}: settings differ ({variant.settings()} vs {baseline.settings()}); use "
             "the same replicates and seed for the variant and the baseline"
         )
+    point_v, point_b = variant.compute(), baseline.compute()  # refuse accumulators never updated
     keys_v = variant.states.get(KEYS_STATE)
     keys_b = baseline.states.get(KEYS_STATE)
     if keys_v is None or keys_b is None or int(keys_v) != int(keys_b):
@@ -309,7 +311,6 @@ def bootstrap_difference(variant: Accumulator, baseline: Accumulator) -> dict[st
             f"{owner}: the two {type(variant).__name__} accumulators saw different images "
             "(or batches); pair only accumulators fed the same data with the same indices"
         )
-    point_v, point_b = variant.compute(), baseline.compute()
     reps_v = variant.replicate_values()  # type: ignore[attr-defined]
     reps_b = baseline.replicate_values()  # type: ignore[attr-defined]
     res: Resampling = variant.resampling  # type: ignore[attr-defined]
