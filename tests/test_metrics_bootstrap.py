@@ -24,7 +24,7 @@ from attnviz.metrics import (
     bootstrap_difference,
 )
 from attnviz.metrics import bootstrap as bootstrap_module
-from attnviz.stats import holm
+from attnviz.stats import holm, percentile_interval
 
 # -- per-image values out of the per-image accumulators ---------------------------------------
 
@@ -372,10 +372,41 @@ def test_layer_replicates_use_the_same_formulas_as_the_point_values(
             torch.testing.assert_close(
                 reps, torch.full_like(reps, out[name]), rtol=1e-9, atol=1e-12
             )
-            assert out[f"{name}_ci_low"] == pytest.approx(out[name], rel=1e-9)
+            # percentile bounds: the point; basic bounds: θ̂ + θ(F̂) − θ* = the plug-in value
+            plug_in = getattr(acc, "basic_intervals", {}).get(name, name)
+            assert out[f"{name}_ci_low"] == pytest.approx(out[plug_in], rel=1e-9)
     names = set(gates.replicate_values())
     assert ("class_specificity" in names) == (cap is None)
     assert ("class_specificity_channel_mean" in names) == (cap is not None)
+
+
+def _eta_coverage(sims: int, n: int, effect: float) -> dict[str, float]:
+    """Coverage of the population η² by GateStats' intervals; gates = class mean + N(0, 1)."""
+    k, c = 10, 8
+    mu = torch.randn(k, c, generator=torch.Generator().manual_seed(0)) * effect
+    between = mu.var(0, unbiased=False)
+    truth = float((between / (between + 1)).mean())  # equal class probabilities
+    g = torch.Generator().manual_seed(1)
+    hits = {"class_specificity": 0, "class_specificity_adjusted": 0, "percentile": 0}
+    for sim in range(sims):
+        acc = M.GateStats(num_classes=k, replicates=300, seed=sim, value_range=(-5, 5))
+        for s in range(0, n, 100):
+            labels = torch.randint(0, k, (100,), generator=g)
+            gates = (mu[labels] + torch.randn(100, c, generator=g))[:, :, None, None]
+            acc.update(gates, labels, torch.arange(s, s + 100))
+        out = acc.compute()
+        for name in ("class_specificity", "class_specificity_adjusted"):
+            hits[name] += out[f"{name}_ci_low"] <= truth <= out[f"{name}_ci_high"]
+        lo, hi = percentile_interval(acc.replicate_values()["class_specificity"], 0.95, n)
+        hits["percentile"] += lo <= truth <= hi
+    return {name: h / sims for name, h in hits.items()}
+
+
+def test_class_specificity_intervals_cover_the_population_value() -> None:
+    coverage = _eta_coverage(100, 500, 0.3)
+    assert coverage["class_specificity"] >= 0.88
+    assert coverage["class_specificity_adjusted"] >= 0.88
+    assert coverage["percentile"] < 0.5  # why η² needs the basic interval
 
 
 def test_gate_intervals_fall_back_to_the_channel_mean_above_the_memory_cap() -> None:

@@ -178,6 +178,27 @@ def test_expanded_interval_has_the_width_of_a_t_interval() -> None:
     )
 
 
+def test_basic_interval_reflects_the_replicates_about_the_plug_in_value() -> None:
+    r = torch.randn(4000, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    r = r * 0.1 + 0.5  # replicates centred 0.3 above an estimate of 0.2 (a biased estimator)
+    lo, hi = S.basic_interval(r, 0.2)
+    q_lo, q_hi = percentile_interval(r)
+    assert (lo, hi) == pytest.approx((0.4 - q_hi, 0.4 - q_lo), abs=1e-12)
+    # with a plug-in value θ(F̂) (e.g. η² for the adjusted ε²): θ̂ + θ(F̂) − q
+    assert S.basic_interval(r, 0.2, plug_in=0.45) == pytest.approx(
+        (0.65 - q_hi, 0.65 - q_lo), abs=1e-12
+    )
+    assert S.basic_interval(r, 0.2, 0.95, 64) == pytest.approx(
+        tuple(0.4 - v for v in reversed(percentile_interval(r, 0.95, 64))), abs=1e-12
+    )
+    assert all(math.isnan(v) for v in S.basic_interval(r, math.nan))
+    for null in (0.0, 0.05, -0.1):
+        lo, hi = S.basic_interval(r, 0.2, 0.95)
+        p = S.basic_pvalue(r, 0.2, null)
+        assert (p < 0.05) == (null < lo or null > hi)
+    assert S.basic_pvalue(torch.zeros(10), 0.0) == 1.0
+
+
 # -- McNemar and Holm --------------------------------------------------------------------------
 
 

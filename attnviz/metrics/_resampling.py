@@ -25,6 +25,8 @@ from torch import Tensor
 
 from ..errors import StatisticsError
 from ..stats import (
+    basic_interval,
+    basic_pvalue,
     bootstrap_pvalue,
     check_level,
     image_keys,
@@ -95,9 +97,36 @@ class Resampling:
         keys = image_keys(self.seed, index)
         return poisson_weights_for_keys(self.seed, keys, self.replicates), keys.sum()
 
-    def interval(self, replicates: Tensor, n: int) -> tuple[float, float]:
-        """Expanded percentile interval of ``replicates`` for ``n`` resampled units."""
+    def interval(
+        self,
+        replicates: Tensor,
+        n: int,
+        point: float = math.nan,
+        plug_in: float | None = None,
+    ) -> tuple[float, float]:
+        """Expanded percentile interval of ``replicates`` for ``n`` resampled units.
+
+        With a ``plug_in`` value, the basic interval of ``point`` instead (biased
+        estimators, see :func:`attnviz.stats.basic_interval`).
+        """
+        if plug_in is not None:
+            return basic_interval(replicates, point, self.level, n, plug_in)
         return percentile_interval(replicates, self.level, n)
+
+    def pvalue(
+        self,
+        replicates: Tensor,
+        n: int,
+        point: float,
+        plug_in: float | None = None,
+        null: float = 0.0,
+    ) -> float:
+        """Two-sided p for ``= null`` inverting :meth:`interval` (NaN for a non-finite point)."""
+        if not math.isfinite(point):
+            return math.nan
+        if plug_in is not None:
+            return basic_pvalue(replicates, point, null, n, plug_in)
+        return bootstrap_pvalue(replicates, null, n)
 
     def summary(
         self, point: float, replicates: Tensor, null: float | None, n: int

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import StatisticsError
-from ..stats import bootstrap_pvalue, mcnemar
+from ..stats import mcnemar
 from ._base import Accumulator, ratio
 from ._checks import check_tensor
 from ._resampling import KEYS_STATE, Resampling, check_index
@@ -273,10 +273,11 @@ def bootstrap_difference(variant: Accumulator, baseline: Accumulator) -> dict[st
     must have seen the same images (or, for batch-level weights, the same batches):
     checked by their ``resample_keys`` fingerprints. Replicate ``b`` of the difference is
     replicate ``b`` of the variant minus replicate ``b`` of the baseline, both computed
-    with the same weights, so the interval is for the paired difference. Returns
-    ``{name: {"delta", "ci_low", "ci_high", "p", "variant", "baseline", "replicates",
-    "seed", "level", "method"}}`` for each name of ``variant.replicate_values()``; ``p``
-    tests ``delta = 0``.
+    with the same weights, so the interval is for the paired difference (expanded
+    percentile, or basic for the values the accumulator lists in ``basic_intervals``).
+    Returns ``{name: {"delta", "ci_low", "ci_high", "p", "variant", "baseline",
+    "replicates", "seed", "level", "method", "interval"}}`` for each name of
+    ``variant.replicate_values()``; ``p`` tests ``delta = 0``.
 
     >>> import torch
     >>> from attnviz.metrics import FeatureStats
@@ -315,19 +316,24 @@ def bootstrap_difference(variant: Accumulator, baseline: Accumulator) -> dict[st
     reps_b = baseline.replicate_values()  # type: ignore[attr-defined]
     res: Resampling = variant.resampling  # type: ignore[attr-defined]
     n = variant.resampled_units()  # type: ignore[attr-defined]
+    basic: dict[str, str] = getattr(variant, "basic_intervals", {})
     out: dict[str, dict[str, Any]] = {}
     for name, rv in reps_v.items():
         delta = float(point_v[name]) - float(point_b[name])
         reps = rv - reps_b[name]
-        lo, hi = res.interval(reps, n)
+        plug_in = None
+        if name in basic:
+            plug_in = float(point_v[basic[name]]) - float(point_b[basic[name]])
+        lo, hi = res.interval(reps, n, delta, plug_in)
         finite = math.isfinite(delta)
         out[name] = {
             "delta": delta,
             "ci_low": lo if finite else math.nan,
             "ci_high": hi if finite else math.nan,
-            "p": bootstrap_pvalue(reps, 0.0, n) if finite else math.nan,
+            "p": res.pvalue(reps, n, delta, plug_in),
             "variant": float(point_v[name]),
             "baseline": float(point_b[name]),
             **res.meta(),
+            "interval": "percentile" if plug_in is None else "basic",
         }
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -79,9 +79,13 @@ class GateStats(Accumulator):
     weighted copies of the sums behind ``mean``, ``std`` and (with ``num_classes``) η² and
     ε², with **per-image weights**: all are functions of per-image sums (per-class counts,
     per-class profile sums, per-channel sums of squares), so weighting an image's terms
-    is resampling it. ``compute()`` adds ``{name}_ci_low`` / ``{name}_ci_high`` (expanded
-    percentile interval over ``n_images`` units) for
-    ``mean``, ``std``, ``class_specificity``, ``class_specificity_adjusted``, and
+    is resampling it. ``compute()`` adds ``{name}_ci_low`` / ``{name}_ci_high`` for
+    ``mean``, ``std`` (expanded percentile interval over ``n_images`` units) and
+    ``class_specificity``, ``class_specificity_adjusted`` (expanded *basic* interval,
+    :func:`attnviz.stats.basic_interval`, with the η² estimate as the plug-in value for
+    both: η² is biased upwards, and more so on resamples that repeat images, so its
+    replicates sit above the estimate and a percentile interval would miss the true
+    value; the tests check that both intervals cover the population η²), and
     ``replicates``, ``seed``, ``level``, ``method``, ``class_specificity_interval``.
 
     The η² copies need ``B·K·C`` numbers (1000 replicates × 1000 classes × 2048
@@ -92,6 +96,16 @@ class GateStats(Accumulator):
     own ``_ci_low`` / ``_ci_high``; ``class_specificity_interval`` names it, no interval
     is given for ``class_specificity`` itself, and a warning is issued at the first update.
     """
+
+    #: Values whose interval is the basic bootstrap interval, and the value that is their
+    #: plug-in estimate: η² and ε² are biased and their replicates (resamples repeat
+    #: images) sit above the estimate; both ε²* and η²* estimate the sample's η².
+    basic_intervals: ClassVar[dict[str, str]] = {
+        "class_specificity": "class_specificity",
+        "class_specificity_adjusted": "class_specificity",
+        "class_specificity_channel_mean": "class_specificity_channel_mean",
+        "class_specificity_channel_mean_adjusted": "class_specificity_channel_mean",
+    }
 
     definition = (
         "Gate values: fixed-bin histogram over value_range, mean, std. Per-image channel "
@@ -332,17 +346,18 @@ class GateStats(Accumulator):
                 )
                 out[name], out[f"{name}_adjusted"] = float(eta[0]), float(eps[0])
                 out["class_specificity_interval"] = (
-                    "fallback: per-image Poisson bootstrap of the η² of the channel-mean gate "
-                    f"(class_specificity_channel_mean); the η² copies over "
+                    "fallback: per-image Poisson bootstrap (basic interval) of the η² of the "
+                    "channel-mean gate (class_specificity_channel_mean); the η² copies over "
                     f"{s['class_sum'].shape[1]} channels exceed max_state_bytes="
                     f"{self.max_state_bytes}"
                 )
             else:
                 out["class_specificity_interval"] = (
-                    "per-image Poisson bootstrap of the channel-averaged η²"
+                    "per-image Poisson bootstrap (basic interval) of the channel-averaged η²"
                 )
         for name, reps in self.replicate_values().items():
-            lo, hi = self.resampling.interval(reps, self.resampled_units())
+            plug_in = out[self.basic_intervals[name]] if name in self.basic_intervals else None
+            lo, hi = self.resampling.interval(reps, self.resampled_units(), out[name], plug_in)
             finite = math.isfinite(out[name])
             out[f"{name}_ci_low"] = lo if finite else math.nan
             out[f"{name}_ci_high"] = hi if finite else math.nan

@@ -7,14 +7,22 @@ Pure functions over numbers and tensors (no other part of attnviz is imported bu
 * :func:`poisson_weights`: counter-based Poisson(1) weights keyed by (seed, image
   index, replicate), identical under any batching, process or device;
 * :func:`percentile_interval` (expanded for small samples), :func:`bootstrap_pvalue`:
-  interval and test from bootstrap replicates;
+  interval and test from bootstrap replicates; :func:`basic_interval` /
+  :func:`basic_pvalue` for biased estimators such as η²;
 * :func:`mcnemar` (exact, paired accuracy) and :func:`holm` / :func:`holm_significance`
   (multiple comparisons: significant only after adjustment);
 * :func:`t_interval`, :func:`seed_summary`, :func:`paired_seed_test`: across seeds,
   with no interval below 3 seeds.
 """
 
-from .bootstrap import bootstrap_pvalue, check_level, expanded_level, percentile_interval
+from .bootstrap import (
+    basic_interval,
+    basic_pvalue,
+    bootstrap_pvalue,
+    check_level,
+    expanded_level,
+    percentile_interval,
+)
 from .poisson import image_keys, poisson_weights, poisson_weights_for_keys
 from .seeds import MIN_SEEDS, NO_INTERVAL, paired_seed_test, seed_summary, t_interval
 from .significance import holm, holm_significance, mcnemar
@@ -22,6 +30,8 @@ from .significance import holm, holm_significance, mcnemar
 __all__ = [
     "MIN_SEEDS",
     "NO_INTERVAL",
+    "basic_interval",
+    "basic_pvalue",
     "bootstrap_pvalue",
     "check_level",
     "expanded_level",

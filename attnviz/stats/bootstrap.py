@@ -9,6 +9,18 @@ samples, like a z-interval with the ``n`` divisor; the expansion gives it the wi
 a t interval (0.956 for 64 images, 0.9504 for 1000, 0.983 for 10 batches). In simulation
 (paired skewed values, B = 1000) it raises the coverage of a nominal 95% interval from
 0.938 to 0.944 at 64 images and from 0.926 to 0.938 at 30.
+
+The percentile interval assumes the bootstrap distribution is centred on the estimate.
+For a biased estimator it is not: the replicates of η² (between-class over total
+variance), computed on resamples with repeated images, sit above the estimate, which
+itself sits above the true value. :func:`basic_interval` (Davison & Hinkley's basic
+bootstrap interval) uses the replicates' spread around the statistic's value in the
+bootstrap world, ``θ* − θ(F̂)``, as the estimator's error, so the shift cancels: in
+simulation (1000 images, 10 classes, 16 channels, B = 500) it covers the population η²
+in 0.93 of the runs where the percentile interval covers it in 0.03. ``θ(F̂)`` is the
+plug-in value: the estimate itself for η², but η² (not ε²) for the bias-adjusted ε²,
+whose replicates estimate the η² of the sample (covers 0.93 and 0.965 at 300 images,
+against 0.36 when reflected about ε² itself).
 """
 
 from __future__ import annotations
@@ -20,7 +32,14 @@ from torch import Tensor
 
 from ..errors import StatisticsError
 
-__all__ = ["bootstrap_pvalue", "check_level", "expanded_level", "percentile_interval"]
+__all__ = [
+    "basic_interval",
+    "basic_pvalue",
+    "bootstrap_pvalue",
+    "check_level",
+    "expanded_level",
+    "percentile_interval",
+]
 
 
 def check_level(level: float) -> float:
@@ -117,3 +136,48 @@ def bootstrap_pvalue(replicates: Tensor, null: float = 0.0, n: int | None = None
 
     z = float(ndtri(1.0 - p0 / 2.0)) if p0 > 0 else math.inf
     return float(2.0 * (1.0 - stdtr(n - 1, z * math.sqrt((n - 1) / n))))
+
+
+def basic_interval(
+    replicates: Tensor,
+    point: float,
+    level: float = 0.95,
+    n: int | None = None,
+    plug_in: float | None = None,
+) -> tuple[float, float]:
+    """The basic bootstrap interval ``[θ̂ − (q_hi − θ(F̂)), θ̂ − (q_lo − θ(F̂))]`` (expanded with ``n``).
+
+    ``θ̂ = point``; ``q_lo``, ``q_hi``: the bounds of :func:`percentile_interval` (same
+    ``level``, ``n``); ``θ(F̂) = plug_in``, the statistic's value on the sample seen as
+    the population (default: ``point``, giving ``[2θ̂ − q_hi, 2θ̂ − q_lo]``). It is the
+    percentile interval of the reflected replicates ``θ̂ + θ(F̂) − θ*_b``. Use it for
+    estimators biased enough that their replicates do not straddle the estimate (η²).
+    ``(nan, nan)`` for a non-finite point.
+
+    >>> basic_interval(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), 2.0, 0.5)  # replicates above 2
+    (0.0, 2.0)
+    """
+    if not math.isfinite(point):
+        return math.nan, math.nan
+    return percentile_interval(_reflect(replicates, point, plug_in), level, n)
+
+
+def basic_pvalue(
+    replicates: Tensor,
+    point: float,
+    null: float = 0.0,
+    n: int | None = None,
+    plug_in: float | None = None,
+) -> float:
+    """Two-sided p-value for ``= null`` that inverts :func:`basic_interval` (same ``n``, ``plug_in``).
+
+    :func:`bootstrap_pvalue` of the reflected replicates; NaN for a non-finite point.
+    """
+    if not math.isfinite(point):
+        return math.nan
+    return bootstrap_pvalue(_reflect(replicates, point, plug_in), null, n)
+
+
+def _reflect(replicates: Tensor, point: float, plug_in: float | None) -> Tensor:
+    centre = point if plug_in is None else plug_in
+    return point + centre - torch.as_tensor(replicates, dtype=torch.float64)
