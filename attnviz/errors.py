@@ -20,6 +20,7 @@ __all__ = [
     "GridError",
     "InputContractError",
     "RecipeError",
+    "StatisticsError",
     "SurgeryError",
     "TraceError",
     "TrainError",
@@ -76,6 +77,10 @@ class DataNotFoundError(DataError, FileNotFoundError):
 
 class InputContractError(AttnvizError):
     """Models or data that disagree on what the input is (size, normalisation, classes)."""
+
+
+class StatisticsError(AttnvizError):
+    """A statistic asked of data or settings that cannot give it (level, replicates, pairing)."""
 
 
 class FileFormatError(AttnvizError):

@@ -60,6 +60,15 @@ def _data(name: str, n: int, gen: torch.Generator) -> tuple[Accumulator, list[An
         ]
     if name == "ConfidenceStats":
         return M.ConfidenceStats(batch_size=16), [_patch_model, r(n, 1, 8, 8), r(n, 4, 4)]
+    index = torch.arange(n)
+    if name == "PairedDifference":
+        v = r(n)
+        v[0] = math.nan  # an image without a value
+        return M.PairedDifference(replicates=50), [v, r(n), index]
+    if name == "PairedAccuracy":
+        return M.PairedAccuracy(replicates=50), [r(n) > 0.3, r(n) > 0.5, index]
+    if name == "BootstrapMean":
+        return M.BootstrapMean(replicates=50, null=0.5), [r(n), index]
     raise AssertionError(name)
 
 
@@ -74,6 +83,9 @@ ALL = [
     "ClassificationStats",
     "FaithfulnessStats",
     "ConfidenceStats",
+    "PairedDifference",
+    "PairedAccuracy",
+    "BootstrapMean",
 ]
 # Per-image averages: the result must not depend on how images are split into batches.
 # (Minibatch CKA legitimately depends on the batching.)
@@ -234,3 +246,56 @@ def test_inputs_must_stay_on_the_device_of_the_states() -> None:
     assert all(t.device.type == "cpu" and t.dtype == torch.float64 for t in acc.states.values())
     with pytest.raises(ValueError, match="input on meta but the states live on cpu"):
         acc.update(torch.rand(2, 3, 4, 4, device="meta"))
+
+
+class _Counter(Accumulator):
+    """A minimal accumulator: no checks of its own, the base class supplies them."""
+
+    definition = "count = number of images; total = sum of their values, per channel."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("count")
+        self.add_state("total", ("channels",))
+        self.calls = 0
+
+    def update(self, x: torch.Tensor) -> None:
+        self.calls += 1
+        st = self._running(x.device, channels=x.shape[1])
+        st["count"].add_(x.shape[0])
+        st["total"].add_(x.sum(0))
+
+    def compute(self) -> dict[str, Any]:
+        return {"count": int(self._states["count"]), "total": self._states["total"].tolist()}
+
+
+def test_the_base_class_guards_update_and_compute_of_every_subclass() -> None:
+    acc = _Counter()
+    with pytest.raises(RuntimeError, match=r"_Counter.compute\(\) called before any update"):
+        acc.compute()
+    acc.update(torch.ones(2, 3, requires_grad=True))
+    assert not acc.states["total"].requires_grad  # update runs without autograd
+    assert acc.compute() == {"count": 2, "total": [2.0, 2.0, 2.0]}
+    with pytest.raises(ValueError, match=r"'total' was created with shape \(3,\).*needs \(4,\)"):
+        acc.update(torch.ones(2, 4))
+    acc._synced = True  # as after sync() on a real process group
+    calls = acc.calls
+    with pytest.raises(RuntimeError, match="update after sync"):
+        acc.update(torch.ones(2, 3))
+    assert acc.calls == calls  # refused before the subclass did any work
+    assert getattr(type(acc).update, "_accumulator_guard", False)
+
+
+def test_states_are_declared_once_and_created_together() -> None:
+    skipping = M.CKAMatrix(skip_small_batches=True)
+    skipping.update([torch.rand(2, 3)])  # too small: counted; the matrix sizes are not known yet
+    assert set(skipping.states) == {"n_batches", "n_images", "n_skipped_images"}
+    with pytest.raises(RuntimeError, match="fewer than 4 images"):
+        skipping.compute()
+    skipping.update([torch.rand(5, 3), torch.rand(5, 2)])
+    assert skipping.states["hsic_xy"].shape == (2, 2)
+    assert skipping.compute()["n_skipped_images"] == 2
+    with pytest.raises(RuntimeError, match="declared twice"):
+        skipping.add_state("n_images")
+    with pytest.raises(ValueError, match=r"unknown states \['bogus'\]"):
+        M.FeatureStats().load_states({"bogus": torch.zeros(())})

@@ -5,10 +5,17 @@ small Gram-like matrices): memory does not grow with the number of images, and s
 from several processes or DDP ranks combine by summing (:meth:`Accumulator.merge`,
 :meth:`Accumulator.sync`). Each class documents its exact definition in ``definition``
 and its conventions in ``settings()``.
+
+Uncertainty: :mod:`attnviz.metrics.bootstrap` holds the paired before/after accumulators
+(:class:`PairedDifference`, :class:`PairedAccuracy`, :class:`BootstrapMean`) fed with the
+per-image values that the per-image accumulators' ``update`` returns; the layer metrics
+(:class:`FeatureStats`, :class:`LinearCKA`, :class:`GateStats`) take ``replicates=`` for
+intervals of their own.
 """
 
 from ._base import Accumulator, describe
 from ._maps import average_ranks, minmax_per_image
+from .bootstrap import BootstrapMean, PairedAccuracy, PairedDifference, bootstrap_difference
 from .cams import CamAgreement, CamConcentration, pearson_per_image, spearman_per_image, top_iou
 from .classification import ClassificationStats
 from .faithfulness import (
@@ -26,6 +33,7 @@ from .similarity import CKAMatrix, LinearCKA, hsic_unbiased, linear_gram
 
 __all__ = [
     "Accumulator",
+    "BootstrapMean",
     "CKAMatrix",
     "CamAgreement",
     "CamConcentration",
@@ -36,7 +44,10 @@ __all__ = [
     "FeatureStats",
     "GateStats",
     "LinearCKA",
+    "PairedAccuracy",
+    "PairedDifference",
     "average_ranks",
+    "bootstrap_difference",
     "channel_gini",
     "confidence_drop_increase",
     "deletion_insertion",

@@ -9,13 +9,27 @@ images, and every state is a *sum over images (or batches)*, so
 * data-parallel ranks combine with one ``all_reduce(SUM)`` per state
   (:meth:`Accumulator.sync`).
 
-States are created lazily on the first :meth:`~Accumulator.update`, on the device of its
-inputs, with shapes taken from the inputs (number of channels, for instance); later
-updates must agree. Sums are kept in float64.
+The base class enforces the protocol, so that subclasses cannot forget it (the lesson
+of torchmetrics' ``Metric``, which wraps ``update`` / ``compute`` and declares states
+with ``add_state``):
 
-Why not :class:`torchmetrics.Metric` as the base: its states must be declared with fixed
-shapes in ``__init__`` (ours depend on the first input), it syncs by ``all_gather`` at
-``compute`` time and caches results, and several of its streaming metrics
+* every state is declared once, in ``__init__``, with :meth:`Accumulator.add_state`:
+  name, shape and dtype; a shape entry may name a size that only the inputs know
+  (``"channels"``), bound by the first update that passes it to
+  :meth:`Accumulator._running`;
+* states are created by that first update, on the device of its inputs, all at once
+  (every state whose sizes are known); later updates must agree on sizes and device.
+  Sums are kept in float64;
+* ``update`` and ``compute`` of every subclass are wrapped once, when the class is
+  defined (``__init_subclass__``), not per instance: ``update`` refuses to run after
+  :meth:`Accumulator.sync` and runs under ``torch.no_grad()``; ``compute`` (and
+  ``replicate_values`` where a subclass has it) refuses to run before any update.
+  Subclasses write neither check.
+
+Why not :class:`torchmetrics.Metric` as the base: its states are declared with fixed
+shapes (ours may have sizes only the first input knows), it wraps ``update`` per
+instance (and again on unpickling), syncs by ``all_gather`` at ``compute`` time and
+caches results, and several of its streaming metrics
 (``PearsonCorrCoef``) keep states that are not plain sums. The tests check our values
 against torchmetrics where it has the same metric.
 """
@@ -23,7 +37,8 @@ against torchmetrics where it has the same metric.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -39,20 +54,31 @@ STATE_DTYPE = torch.float64
 class Accumulator:
     """Base class: ``update(...)``, ``compute() -> dict``, ``reset()``, ``states``, ``sync()``.
 
-    Subclasses set :attr:`definition` (one or two sentences with the formula), implement
-    ``update`` (calling :meth:`_state` to get-or-create each running sum), ``compute``,
-    and list their constructor arguments in :meth:`settings`.
+    Subclasses set :attr:`definition` (one or two sentences with the formula), declare
+    their states in ``__init__`` with :meth:`add_state`, implement ``update`` (which gets
+    the live states from :meth:`_running` after validating its inputs) and ``compute``,
+    and list their constructor arguments in :meth:`settings`. The base class wraps
+    ``update`` and ``compute`` (see the module docstring).
     """
 
     #: One or two sentences with the exact formula; printed by the report.
     definition: ClassVar[str] = ""
 
     def __init__(self) -> None:
+        self._declared: dict[str, tuple[tuple[int | str, ...], torch.dtype]] = {}
         self._states: dict[str, Tensor] = {}
         self._synced = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "update" in cls.__dict__:
+            cls.update = _guard_update(cls.__dict__["update"])  # type: ignore[method-assign]
+        for name in ("compute", "replicate_values"):  # everything that reads the states
+            if name in cls.__dict__:
+                setattr(cls, name, _guard_compute(cls.__dict__[name]))
+
     # ------------------------------------------------------------------ protocol
-    def update(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - abstract
+    def update(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def compute(self) -> dict[str, Any]:  # pragma: no cover - abstract
@@ -61,6 +87,19 @@ class Accumulator:
     def settings(self) -> dict[str, Any]:
         """The constructor settings that define the metric (printed by the report)."""
         return {}
+
+    def add_state(
+        self, name: str, shape: Sequence[int | str] = (), dtype: torch.dtype = STATE_DTYPE
+    ) -> None:
+        """Declare the running state ``name`` (once, in ``__init__``).
+
+        ``shape`` holds sizes, or names of sizes known only from the inputs (e.g.
+        ``"channels"``) that an update gives to :meth:`_running`. Every state is a sum
+        over images or batches, so :meth:`merge` and :meth:`sync` add them.
+        """
+        if name in self._declared:
+            raise RuntimeError(f"{type(self).__name__}: state {name!r} declared twice")
+        self._declared[name] = (tuple(shape), dtype)
 
     def reset(self) -> None:
         """Forget everything seen so far (states are re-created by the next update)."""
@@ -79,6 +118,12 @@ class Accumulator:
 
     def load_states(self, states: Mapping[str, Tensor]) -> None:
         """Replace the running states, e.g. to resume from a saved ``states`` dict."""
+        unknown = sorted(set(states) - set(self._declared))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__}.load_states: unknown states {unknown}; this "
+                f"accumulator declares {sorted(self._declared)}"
+            )
         self._states = {name: t.detach().clone() for name, t in states.items()}
         self._synced = False
 
@@ -168,42 +213,81 @@ class Accumulator:
         return copy.deepcopy(self).sync(process_group)
 
     # ------------------------------------------------------------------ helpers
-    def _state(
-        self,
-        name: str,
-        shape: Sequence[int] = (),
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = STATE_DTYPE,
-    ) -> Tensor:
-        """Get the running state ``name``, creating zeros of ``shape`` on first use."""
+    def _running(self, device: torch.device | str, **sizes: int) -> dict[str, Tensor]:
+        """The live running states, created as zeros on ``device`` by the first update.
+
+        ``sizes`` binds the named sizes of the declared shapes (``channels=C``); a size
+        is bound once, by the first update that passes it, and later updates must pass
+        the same value. States whose sizes are not bound yet are created later.
+        """
+        owner = type(self).__name__
+        known = dict(self._bound_sizes())
+        device = torch.device(device)
+        for name, (decl, dtype) in self._declared.items():
+            t = self._states.get(name)
+            want = tuple(sizes.get(d, known.get(d)) if isinstance(d, str) else d for d in decl)
+            if t is None:
+                if None not in want:
+                    self._states[name] = torch.zeros(want, dtype=dtype, device=device)
+                continue
+            if tuple(t.shape) != want and None not in want:
+                raise ValueError(
+                    f"{owner}.update: state {name!r} was created with shape "
+                    f"{tuple(t.shape)} by an earlier update, this input needs {want} "
+                    "(inputs of one accumulator must keep the same channel count / size)"
+                )
+            if t.device != device:
+                raise ValueError(
+                    f"{owner}.update: input on {device} but the states live on "
+                    f"{t.device} (created by the first update); keep inputs on one device"
+                )
+        return self._states
+
+    def _bound_sizes(self) -> Iterable[tuple[str, int]]:
+        """The named sizes fixed by the states that exist."""
+        for name, (decl, _) in self._declared.items():
+            t = self._states.get(name)
+            if t is not None and t.ndim == len(decl):
+                for d, n in zip(decl, t.shape):
+                    if isinstance(d, str):
+                        yield d, int(n)
+
+
+def _guard_update(update: Callable[..., Any]) -> Callable[..., Any]:
+    """``update`` refused after :meth:`Accumulator.sync`, run without autograd."""
+    if getattr(update, "_accumulator_guard", False):
+        return update
+
+    @functools.wraps(update)
+    def guarded(self: Accumulator, *args: Any, **kwargs: Any) -> Any:
         if self._synced:
             raise RuntimeError(
                 f"{type(self).__name__}.update after sync(): the states already hold every "
                 "rank's data; call reset() to start over, or sync a copy with synced()"
             )
-        t = self._states.get(name)
-        if t is None:
-            t = torch.zeros(tuple(shape), dtype=dtype, device=device)
-            self._states[name] = t
-            return t
-        if tuple(t.shape) != tuple(shape):
-            raise ValueError(
-                f"{type(self).__name__}.update: state {name!r} was created with shape "
-                f"{tuple(t.shape)} by an earlier update, this input needs {tuple(shape)} "
-                "(inputs of one accumulator must keep the same channel count / size)"
-            )
-        if device is not None and t.device != torch.device(device):
-            raise ValueError(
-                f"{type(self).__name__}.update: input on {device} but the states live on "
-                f"{t.device} (created by the first update); keep inputs on one device"
-            )
-        return t
+        with torch.no_grad():
+            return update(self, *args, **kwargs)
 
-    def _require_updated(self) -> None:
+    guarded._accumulator_guard = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def _guard_compute(compute: Callable[..., Any]) -> Callable[..., Any]:
+    """``compute`` (or ``replicate_values``) refused before any update (or after a reset)."""
+    if getattr(compute, "_accumulator_guard", False):
+        return compute
+
+    @functools.wraps(compute)
+    def guarded(self: Accumulator, *args: Any, **kwargs: Any) -> Any:
         if not self._states:
             raise RuntimeError(
-                f"{type(self).__name__}.compute() called before any update() (or after reset())"
+                f"{type(self).__name__}.{compute.__name__}() called before any update() "
+                "(or after reset())"
             )
+        return compute(self, *args, **kwargs)
+
+    guarded._accumulator_guard = True  # type: ignore[attr-defined]
+    return guarded
 
 
 def describe(accumulator: Accumulator) -> dict[str, Any]:

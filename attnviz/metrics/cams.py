@@ -66,6 +66,8 @@ class CamAgreement(Accumulator):
         if not 0.0 < top_fraction <= 1.0:
             raise ValueError(f"CamAgreement: `top_fraction` must be in (0, 1], got {top_fraction}")
         self.top_fraction = float(top_fraction)
+        for name in ("n_images", "n_defined", "sum_pearson", "sum_spearman", "sum_top_iou"):
+            self.add_state(name)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -74,8 +76,12 @@ class CamAgreement(Accumulator):
             "top_set_ties": "broken by pixel index",
         }
 
-    def update(self, cams: Tensor, reference: Tensor) -> None:
-        """Add maps of a variant (``cams``) and of the baseline (``reference``) for the same images."""
+    def update(self, cams: Tensor, reference: Tensor) -> dict[str, Tensor]:
+        """Add maps of a variant (``cams``) and of the baseline (``reference``) for the same images.
+
+        Returns the batch's per-image values, float64 ``[B]`` each: ``{"pearson",
+        "spearman"}`` (NaN where a map is constant) and ``"top_iou"``.
+        """
         owner = "CamAgreement.update"
         a = as_maps(owner, "cams", cams).detach()
         b = as_maps(owner, "reference", reference).detach()
@@ -86,15 +92,15 @@ class CamAgreement(Accumulator):
         rho = spearman_per_image(a, b)
         iou = top_iou(a, b, self.top_fraction)
         ok = torch.isfinite(r)
-        dev = a.device
-        self._state("n_images", device=dev).add_(a.shape[0])
-        self._state("n_defined", device=dev).add_(ok.sum())
-        self._state("sum_pearson", device=dev).add_(torch.where(ok, r, 0.0).sum())
-        self._state("sum_spearman", device=dev).add_(torch.where(ok, rho, 0.0).sum())
-        self._state("sum_top_iou", device=dev).add_(iou.sum())
+        st = self._running(a.device)
+        st["n_images"].add_(a.shape[0])
+        st["n_defined"].add_(ok.sum())
+        st["sum_pearson"].add_(torch.where(ok, r, 0.0).sum())
+        st["sum_spearman"].add_(torch.where(ok, rho, 0.0).sum())
+        st["sum_top_iou"].add_(iou.sum())
+        return {"pearson": r, "spearman": torch.where(ok, rho, torch.nan), "top_iou": iou}
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         s = self._states
         return {
             "pearson": ratio(s["sum_pearson"], s["n_defined"]),
@@ -120,6 +126,11 @@ class CamConcentration(Accumulator):
         "in [0, 1]; averaged over images (all-zero maps excluded)."
     )
 
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("n_images", "n_nonzero", "sum_entropy"):
+            self.add_state(name)
+
     def settings(self) -> dict[str, Any]:
         return {"negative_values": "clamped to 0"}
 
@@ -131,13 +142,12 @@ class CamConcentration(Accumulator):
             raise ValueError(f"{owner}: `cams` has shape {tuple(cams.shape)}; needs H × W ≥ 2")
         ent = normalised_entropy(s.clamp(min=0))
         ok = torch.isfinite(ent)
-        dev = s.device
-        self._state("n_images", device=dev).add_(s.shape[0])
-        self._state("n_nonzero", device=dev).add_(ok.sum())
-        self._state("sum_entropy", device=dev).add_(torch.where(ok, ent, 0.0).sum())
+        st = self._running(s.device)
+        st["n_images"].add_(s.shape[0])
+        st["n_nonzero"].add_(ok.sum())
+        st["sum_entropy"].add_(torch.where(ok, ent, 0.0).sum())
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         s = self._states
         return {
             "entropy": ratio(s["sum_entropy"], s["n_nonzero"]),

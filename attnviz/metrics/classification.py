@@ -46,38 +46,53 @@ class ClassificationStats(Accumulator):
             raise ValueError(f"ClassificationStats: `ece_bins` must be ≥ 1, got {ece_bins}")
         self.top_k = top_k
         self.ece_bins = ece_bins
+        for name in (
+            "n_images",
+            "n_correct",
+            "n_correct_top_k",
+            "sum_true_conf",
+            "sum_max_conf",
+            "sum_nll",
+        ):
+            self.add_state(name)
+        for name in ("bin_n", "bin_conf", "bin_correct"):
+            self.add_state(name, (ece_bins,))
 
     def settings(self) -> dict[str, Any]:
         return {"top_k": self.top_k, "ece_bins": self.ece_bins, "probabilities": "softmax"}
 
-    def update(self, logits: Tensor, labels: Tensor) -> None:
-        """Add logits ``[B, K]`` and integer labels ``[B]``."""
+    def update(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Add logits ``[B, K]`` and integer labels ``[B]``; returns the batch's per-image values.
+
+        ``{"correct": bool [B], "true_confidence": float64 [B]}``: whether the top-1
+        prediction is the label, and ``p[label]`` (the inputs of a paired comparison).
+        """
         owner = "ClassificationStats.update"
         z = check_tensor(owner, "logits", logits, (2,), "[B, K]")
         z = check_float(owner, "logits", z.detach()).to(torch.float64)
         b, k = z.shape
         y = check_labels(owner, labels, b, k, z.device)
-        dev = z.device
         logp = z.log_softmax(dim=1)
         p_true = logp.gather(1, y[:, None])[:, 0].exp()
         p_max, pred = logp.max(dim=1)
         p_max = p_max.exp()
-        correct = (pred == y).to(torch.float64)
+        hit = pred == y
+        correct = hit.to(torch.float64)
         topk = z.topk(min(self.top_k, k), dim=1).indices
-        self._state("n_images", device=dev).add_(b)
-        self._state("n_correct", device=dev).add_(correct.sum())
-        self._state("n_correct_top_k", device=dev).add_((topk == y[:, None]).any(dim=1).sum())
-        self._state("sum_true_conf", device=dev).add_(p_true.sum())
-        self._state("sum_max_conf", device=dev).add_(p_max.sum())
-        self._state("sum_nll", device=dev).add_(-logp.gather(1, y[:, None]).sum())
+        st = self._running(z.device)
+        st["n_images"].add_(b)
+        st["n_correct"].add_(correct.sum())
+        st["n_correct_top_k"].add_((topk == y[:, None]).any(dim=1).sum())
+        st["sum_true_conf"].add_(p_true.sum())
+        st["sum_max_conf"].add_(p_max.sum())
+        st["sum_nll"].add_(-logp.gather(1, y[:, None]).sum())
         bins = (p_max * self.ece_bins).floor().long().clamp(0, self.ece_bins - 1)
-        nb = self.ece_bins
-        self._state("bin_n", (nb,), device=dev).index_add_(0, bins, torch.ones_like(p_max))
-        self._state("bin_conf", (nb,), device=dev).index_add_(0, bins, p_max)
-        self._state("bin_correct", (nb,), device=dev).index_add_(0, bins, correct)
+        st["bin_n"].index_add_(0, bins, torch.ones_like(p_max))
+        st["bin_conf"].index_add_(0, bins, p_max)
+        st["bin_correct"].index_add_(0, bins, correct)
+        return {"correct": hit, "true_confidence": p_true}
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         s = self._states
         n = s["n_images"]
         gap = (s["bin_correct"] - s["bin_conf"]).abs().sum()  # Σ_b n_b |acc_b − conf_b|

@@ -351,6 +351,11 @@ class FaithfulnessStats(Accumulator):
         self.blur_sigma = blur_sigma
         self.batch_size = batch_size
         self.apply_softmax = apply_softmax
+        for key in ("deletion", "insertion"):
+            self.add_state(f"sum_{key}_auc")
+            self.add_state(f"sum_sq_{key}_auc")
+            self.add_state(f"sum_{key}_curve", (steps + 1,))
+        self.add_state("n_images")
 
     def settings(self) -> dict[str, Any]:
         return _di_settings(
@@ -365,7 +370,12 @@ class FaithfulnessStats(Accumulator):
     def update(
         self, model_fn: ModelFn, images: Tensor, cams: Tensor, targets: Tensor | int | None = None
     ) -> dict[str, Any]:
-        """Evaluate one batch (see :func:`deletion_insertion`) and add it; returns the per-image result."""
+        """Evaluate one batch (see :func:`deletion_insertion`) and add it; returns the per-image result.
+
+        The result of :func:`deletion_insertion`: per-image ``deletion_auc`` and
+        ``insertion_auc`` (float64 ``[B]``), ``deletion_curve`` / ``insertion_curve``
+        ``[B, steps+1]``, ``targets`` ``[B]``, and the shared ``fractions`` and ``settings``.
+        """
         res = deletion_insertion(
             model_fn,
             images,
@@ -379,18 +389,16 @@ class FaithfulnessStats(Accumulator):
             batch_size=self.batch_size,
             apply_softmax=self.apply_softmax,
         )
-        dev = res["deletion_auc"].device
-        n_pts = self.steps + 1
+        st = self._running(res["deletion_auc"].device)
         for key in ("deletion", "insertion"):
             auc = res[f"{key}_auc"]
-            self._state(f"sum_{key}_auc", device=dev).add_(auc.sum())
-            self._state(f"sum_sq_{key}_auc", device=dev).add_(auc.square().sum())
-            self._state(f"sum_{key}_curve", (n_pts,), device=dev).add_(res[f"{key}_curve"].sum(0))
-        self._state("n_images", device=dev).add_(res["deletion_auc"].shape[0])
+            st[f"sum_{key}_auc"].add_(auc.sum())
+            st[f"sum_sq_{key}_auc"].add_(auc.square().sum())
+            st[f"sum_{key}_curve"].add_(res[f"{key}_curve"].sum(0))
+        st["n_images"].add_(res["deletion_auc"].shape[0])
         return res
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         s = self._states
         n = float(s["n_images"])
         out: dict[str, Any] = {"n_images": int(n)}
@@ -423,6 +431,8 @@ class ConfidenceStats(Accumulator):
         super().__init__()
         self.batch_size = batch_size
         self.apply_softmax = apply_softmax
+        for name in ("sum_drop", "n_increase", "n_images"):
+            self.add_state(name)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -433,7 +443,12 @@ class ConfidenceStats(Accumulator):
     def update(
         self, model_fn: ModelFn, images: Tensor, cams: Tensor, targets: Tensor | int | None = None
     ) -> dict[str, Any]:
-        """Evaluate one batch (see :func:`confidence_drop_increase`) and add it; returns the result."""
+        """Evaluate one batch (see :func:`confidence_drop_increase`) and add it; returns the result.
+
+        Per image, float64 ``[B]``: ``drop`` = ``max(0, Y − O)/Y``, ``increase`` =
+        ``1[Y < O]``, ``score_original`` ``Y``, ``score_explanation`` ``O``; also
+        ``targets`` and ``settings``.
+        """
         res = confidence_drop_increase(
             model_fn,
             images,
@@ -442,14 +457,13 @@ class ConfidenceStats(Accumulator):
             batch_size=self.batch_size,
             apply_softmax=self.apply_softmax,
         )
-        dev = res["drop"].device
-        self._state("sum_drop", device=dev).add_(res["drop"].sum())
-        self._state("n_increase", device=dev).add_(res["increase"].sum())
-        self._state("n_images", device=dev).add_(res["drop"].shape[0])
+        st = self._running(res["drop"].device)
+        st["sum_drop"].add_(res["drop"].sum())
+        st["n_increase"].add_(res["increase"].sum())
+        st["n_images"].add_(res["drop"].shape[0])
         return res
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         s = self._states
         return {
             "average_drop_pct": 100.0 * ratio(s["sum_drop"], s["n_images"]),

@@ -11,6 +11,7 @@ from torch import Tensor
 from ._base import Accumulator, ratio
 from ._checks import check_float, check_tensor
 from ._maps import normalised_entropy
+from ._resampling import KEYS_STATE, Resampling, check_index
 
 __all__ = ["FeatureStats", "channel_gini", "spatial_entropy"]
 
@@ -44,6 +45,18 @@ def spatial_entropy(x: Tensor) -> Tensor:
     return normalised_entropy(energy)
 
 
+#: Per-image sums kept in ``B`` weighted copies when ``replicates`` is set (row order).
+_REPLICATED_SUMS = (
+    "n_values",
+    "sum",
+    "sum_sq",
+    "n_zeros",
+    "n_alive_images",
+    "sum_gini",
+    "sum_entropy",
+)
+
+
 class FeatureStats(Accumulator):
     """Activation statistics of one layer, streamed over batches of ``[B, C, H, W]`` maps.
 
@@ -61,6 +74,16 @@ class FeatureStats(Accumulator):
     Images whose activations are all zero have no energy distribution: they are left out
     of ``channel_gini`` and ``spatial_entropy`` and counted in ``n_zero_images``.
     States: sums and counts only (summed across ranks by :meth:`sync`).
+
+    **Intervals.** With ``replicates=B`` (and ``seed``, ``level``), ``update(features,
+    index)`` also takes the images' dataset indices ``[B]`` and keeps ``B`` Poisson(1)
+    weighted copies of the seven sums above, with **per-image weights** (every value is a
+    ratio of sums of per-image quantities, so weighting an image's sums is exactly
+    resampling it). ``compute()`` then adds ``{name}_ci_low`` / ``{name}_ci_high`` for
+    ``mean``, ``std``, ``sparsity``, ``channel_gini``, ``spatial_entropy`` (expanded
+    percentile interval over ``n_images`` units) and ``replicates``, ``seed``, ``level``,
+    ``method``; :func:`~attnviz.metrics.bootstrap_difference` gives variant − baseline intervals for
+    two such accumulators fed the same images. Extra state: ``7 × B`` numbers.
     """
 
     definition = (
@@ -70,15 +93,43 @@ class FeatureStats(Accumulator):
         "p_hw = Σ_c x² / Σ x², per image then averaged (all-zero images excluded)."
     )
 
+    def __init__(
+        self, *, replicates: int | None = None, seed: int = 0, level: float = 0.95
+    ) -> None:
+        super().__init__()
+        for name in (
+            "n_values",
+            "sum",
+            "sum_sq",
+            "n_zeros",
+            "n_images",
+            "n_alive_images",
+            "sum_gini",
+            "sum_entropy",
+        ):
+            self.add_state(name)
+        self.resampling = None
+        if replicates is not None:
+            self.resampling = Resampling("FeatureStats", replicates, seed, level)
+            self.add_state("rep_sums", (len(_REPLICATED_SUMS), replicates))
+            self.add_state(KEYS_STATE, dtype=torch.int64)
+
     def settings(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "std": "population (divide by N)",
             "energy": "x² (channel Gini and spatial entropy)",
             "all_zero_images": "excluded from channel_gini and spatial_entropy",
         }
+        if self.resampling is not None:
+            out["bootstrap"] = self.resampling.settings("image")
+        return out
 
-    def update(self, features: Tensor) -> None:
-        """Add a batch of feature maps ``[B, C, H, W]`` (float, any device)."""
+    def update(self, features: Tensor, index: Tensor | None = None) -> None:
+        """Add a batch of feature maps ``[B, C, H, W]`` (float, any device).
+
+        ``index`` ``[B]``: the images' dataset indices, required with ``replicates``
+        (ignored without).
+        """
         owner = "FeatureStats.update"
         x = check_tensor(owner, "features", features, (4,), "[B, C, H, W]")
         x = check_float(owner, "features", x.detach())
@@ -87,30 +138,66 @@ class FeatureStats(Accumulator):
                 f"{owner}: `features` has shape {tuple(x.shape)}; spatial entropy needs "
                 "H × W ≥ 2 (pass the map before global pooling)"
             )
-        dev = x.device
         sq = x.square()
         # per-channel partial sums in the input dtype (H x W terms each), totals in float64
         channel_energy = sq.sum(dim=(2, 3))
-        self._state("n_values", device=dev).add_(x.numel())
-        self._state("sum", device=dev).add_(x.sum(dim=(2, 3)).sum(dtype=torch.float64))
-        self._state("sum_sq", device=dev).add_(channel_energy.sum(dtype=torch.float64))
-        self._state("n_zeros", device=dev).add_(x.numel() - torch.count_nonzero(x))
-
         gini = _gini(channel_energy)
         ent = normalised_entropy(sq.sum(dim=1).flatten(1))
         alive = torch.isfinite(gini) & torch.isfinite(ent)
-        self._state("n_images", device=dev).add_(x.shape[0])
-        self._state("n_alive_images", device=dev).add_(alive.sum())
-        self._state("sum_gini", device=dev).add_(torch.where(alive, gini, 0.0).sum())
-        self._state("sum_entropy", device=dev).add_(torch.where(alive, ent, 0.0).sum())
+        idx = None
+        if self.resampling is not None:
+            idx = check_index(owner, index, x.shape[0], x.device)
+        st = self._running(x.device)
+        st["n_values"].add_(x.numel())
+        st["sum"].add_(x.sum(dim=(2, 3)).sum(dtype=torch.float64))
+        st["sum_sq"].add_(channel_energy.sum(dtype=torch.float64))
+        st["n_zeros"].add_(x.numel() - torch.count_nonzero(x))
+        st["n_images"].add_(x.shape[0])
+        st["n_alive_images"].add_(alive.sum())
+        st["sum_gini"].add_(torch.where(alive, gini, 0.0).sum())
+        st["sum_entropy"].add_(torch.where(alive, ent, 0.0).sum())
+        if self.resampling is not None and idx is not None:
+            b = x.shape[0]
+            per_image = torch.stack(
+                [
+                    torch.full((b,), x[0].numel(), dtype=torch.float64, device=x.device),
+                    x.sum(dim=(2, 3)).sum(dim=1, dtype=torch.float64),
+                    channel_energy.sum(dim=1, dtype=torch.float64),
+                    (x[0].numel() - torch.count_nonzero(x.flatten(1), dim=1)).to(torch.float64),
+                    alive.to(torch.float64),
+                    torch.where(alive, gini, 0.0),
+                    torch.where(alive, ent, 0.0),
+                ],
+                dim=0,
+            )  # [7, B], in the order of _REPLICATED_SUMS
+            w, keys = self.resampling.weights(idx)
+            st["rep_sums"].add_(per_image @ w)
+            st[KEYS_STATE].add_(keys)
+
+    def replicate_values(self) -> dict[str, Tensor]:
+        """Bootstrap replicates ``[B]`` of each headline value (needs ``replicates``)."""
+        if self.resampling is None:
+            raise RuntimeError("FeatureStats was built without `replicates`: no replicates")
+        n, total, total_sq, zeros, alive, gini, ent = self._states["rep_sums"]
+        mean = total / n
+        return {
+            "mean": mean,
+            "std": (total_sq / n - mean.square()).clamp(min=0).sqrt(),
+            "sparsity": zeros / n,
+            "channel_gini": gini / alive,
+            "spatial_entropy": ent / alive,
+        }
+
+    def resampled_units(self) -> int:
+        """How many images the replicates resample."""
+        return int(self._states["n_images"])
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         s = self._states
         n = float(s["n_values"])
         mean = float(s["sum"]) / n
         var = max(float(s["sum_sq"]) / n - mean * mean, 0.0)
-        return {
+        out: dict[str, Any] = {
             "mean": mean,
             "std": math.sqrt(var),
             "sparsity": float(s["n_zeros"]) / n,
@@ -119,3 +206,11 @@ class FeatureStats(Accumulator):
             "n_images": int(s["n_images"]),
             "n_zero_images": int(s["n_images"] - s["n_alive_images"]),
         }
+        if self.resampling is not None:
+            for name, reps in self.replicate_values().items():
+                lo, hi = self.resampling.interval(reps, self.resampled_units())
+                finite = math.isfinite(out[name])
+                out[f"{name}_ci_low"] = lo if finite else math.nan
+                out[f"{name}_ci_high"] = hi if finite else math.nan
+            out.update(self.resampling.meta())
+        return out

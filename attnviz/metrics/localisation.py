@@ -86,6 +86,10 @@ class CamLocalisation(Accumulator):
         self.num_classes = num_classes
         self.tolerance = float(tolerance)
         self.iou_threshold = float(iou_threshold)
+        for name in ("n_images", "n_empty_masks", "sum_energy", "sum_iou"):
+            self.add_state(name)
+        self.add_state("class_hits", (num_classes or 1,))
+        self.add_state("class_n", (num_classes or 1,))
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -95,8 +99,15 @@ class CamLocalisation(Accumulator):
             "map_normalisation": "per-image min-max to [0, 1]",
         }
 
-    def update(self, cams: Tensor, masks: Tensor, labels: Tensor | None = None) -> None:
-        """Add maps ``[B, H, W]``, masks ``[B, H, W]`` and (with ``num_classes``) labels ``[B]``."""
+    def update(
+        self, cams: Tensor, masks: Tensor, labels: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Add maps ``[B, H, W]``, masks ``[B, H, W]`` and (with ``num_classes``) labels ``[B]``.
+
+        Returns the batch's per-image values, float64 ``[B]`` each, NaN for an image with
+        an empty mask: ``{"pointing_game": hit (1.0 / 0.0), "energy_pointing_game",
+        "iou"}``.
+        """
         owner = "CamLocalisation.update"
         s = as_maps(owner, "cams", cams).detach()
         m = check_tensor(owner, "masks", masks, (3, 4), "[B, H, W] (or [B, 1, H, W])")
@@ -106,21 +117,28 @@ class CamLocalisation(Accumulator):
         m = (m != 0).to(s.device)
         dev = s.device
         b = s.shape[0]
-        k = self.num_classes or 1
         idx = class_index(owner, labels, b, self.num_classes, dev)
 
         keep = m.flatten(1).any(dim=1)
-        self._state("n_images", device=dev).add_(b)
-        self._state("n_empty_masks", device=dev).add_((~keep).sum())
+        st = self._running(dev)
+        st["n_images"].add_(b)
+        st["n_empty_masks"].add_((~keep).sum())
         s, m, idx = s[keep], m[keep], idx[keep]
         hits = pointing_hits(s, m, self.tolerance).to(torch.float64)
-        self._state("class_hits", (k,), device=dev).index_add_(0, idx, hits)
-        self._state("class_n", (k,), device=dev).index_add_(0, idx, torch.ones_like(hits))
-        self._state("sum_energy", device=dev).add_(energy_share(s, m).sum())
-        self._state("sum_iou", device=dev).add_(threshold_iou(s, m, self.iou_threshold).sum())
+        energy = energy_share(s, m)
+        iou = threshold_iou(s, m, self.iou_threshold)
+        st["class_hits"].index_add_(0, idx, hits)
+        st["class_n"].index_add_(0, idx, torch.ones_like(hits))
+        st["sum_energy"].add_(energy.sum())
+        st["sum_iou"].add_(iou.sum())
+        out = {}
+        for key, v in (("pointing_game", hits), ("energy_pointing_game", energy), ("iou", iou)):
+            full = torch.full((b,), torch.nan, dtype=torch.float64, device=dev)
+            full[keep] = v.to(torch.float64)
+            out[key] = full
+        return out
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         s = self._states
         n = s["class_n"].sum()
         out: dict[str, Any] = {

@@ -9,8 +9,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from ..errors import StatisticsError
 from ._base import Accumulator
 from ._checks import check_tensor
+from ._resampling import KEYS_STATE, Resampling
 
 __all__ = ["CKAMatrix", "LinearCKA", "hsic_unbiased", "linear_gram"]
 
@@ -95,6 +97,8 @@ _CKA_DEF = (
 
 class _CKABase(Accumulator):
     definition = _CKA_DEF
+    #: Shapes of the three HSIC sums (names: sizes bound by the first update).
+    _hsic_shapes: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = ((), (), ())
 
     def __init__(
         self,
@@ -108,6 +112,10 @@ class _CKABase(Accumulator):
         self.pool: Pool = pool
         self.dtype = dtype
         self.skip_small_batches = skip_small_batches
+        for name in ("n_batches", "n_images", "n_skipped_images"):
+            self.add_state(name)
+        for name, shape in zip(("hsic_xy", "hsic_xx", "hsic_yy"), self._hsic_shapes):
+            self.add_state(name, shape)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -125,17 +133,16 @@ class _CKABase(Accumulator):
             return False
         x = small[0]
         assert isinstance(x, Tensor)
-        self._state("n_skipped_images", device=x.device).add_(x.shape[0])
+        self._running(x.device)["n_skipped_images"].add_(x.shape[0])
         return True
 
-    def _add_counts(self, n: int, device: torch.device) -> None:
-        self._state("n_batches", device=device).add_(1)
-        self._state("n_images", device=device).add_(n)
-        self._state("n_skipped_images", device=device)
+    def _add_counts(self, st: dict[str, Tensor], n: int) -> None:
+        st["n_batches"].add_(1)
+        st["n_images"].add_(n)
 
     def _counts(self) -> dict[str, int]:
         s = self._states
-        if "n_batches" not in s:
+        if int(s["n_batches"]) == 0:
             raise RuntimeError(
                 f"{type(self).__name__}.compute(): every batch so far had fewer than 4 images "
                 "and was skipped"
@@ -167,11 +174,59 @@ class LinearCKA(_CKABase):
     A batch of fewer than 4 images raises, or with ``skip_small_batches=True`` (e.g. the
     last batch of a DataLoader) is skipped and counted in ``n_skipped_images``.
     States: three sums + counts (summed across ranks by :meth:`sync`).
+
+    **Intervals.** With ``replicates=B`` (and ``seed``, ``level``), ``update(x, y,
+    batch_key)`` also takes a key for the minibatch (an int ≥ 0 unique to it in the whole
+    dataset, e.g. the dataset index of its first image; the same key for the same batch
+    in every model and rank), and keeps ``B`` Poisson(1)-weighted copies of the three
+    HSIC sums with **batch-level weights**: each HSIC term is a U-statistic over the pairs
+    of images of one batch, not a sum of per-image terms, so the resampling unit is the
+    batch. ``compute()`` adds ``cka_ci_low`` / ``cka_ci_high`` (expanded percentile interval over
+    ``n_batches`` units) and
+    ``replicates``, ``seed``, ``level``, ``method``. The interval reflects batch-to-batch
+    variation and needs many batches (it is unreliable below about 20); ``n_batches``
+    says how many there were. CKA is already relative to the baseline, so no difference
+    is needed. Extra state: ``3 × B`` numbers.
     """
 
-    def update(self, x: Tensor, y: Tensor) -> None:
-        """Add one minibatch: ``x`` and ``y`` are features ``[B, ...]`` of the same B images."""
+    def __init__(
+        self,
+        pool: Pool = "none",
+        dtype: torch.dtype = torch.float32,
+        skip_small_batches: bool = False,
+        *,
+        replicates: int | None = None,
+        seed: int = 0,
+        level: float = 0.95,
+    ) -> None:
+        super().__init__(pool, dtype, skip_small_batches)
+        self.resampling = None
+        if replicates is not None:
+            self.resampling = Resampling("LinearCKA", replicates, seed, level)
+            self.add_state("rep_hsic", (3, replicates))
+            self.add_state(KEYS_STATE, dtype=torch.int64)
+
+    def settings(self) -> dict[str, Any]:
+        out = super().settings()
+        if self.resampling is not None:
+            out["bootstrap"] = self.resampling.settings("batch")
+        return out
+
+    def update(self, x: Tensor, y: Tensor, batch_key: int | None = None) -> None:
+        """Add one minibatch: ``x`` and ``y`` are features ``[B, ...]`` of the same B images.
+
+        ``batch_key``: the batch's key, required with ``replicates`` (ignored without).
+        """
         owner = "LinearCKA.update"
+        key = None
+        if self.resampling is not None:
+            if isinstance(batch_key, bool) or not isinstance(batch_key, int) or batch_key < 0:
+                raise StatisticsError(
+                    f"{owner}: `batch_key` must be an int ≥ 0 with replicates (a key unique "
+                    f"to this minibatch, e.g. the dataset index of its first image), got "
+                    f"{batch_key!r}"
+                )
+            key = torch.tensor([batch_key], dtype=torch.int64)
         if self._skipped(x, y):
             return
         fx = _flatten(owner, "x", x, self.pool)
@@ -188,19 +243,41 @@ class LinearCKA(_CKABase):
         stack_r = torch.stack([rk, rl])
         stack_s = torch.stack([sk, sl])
         h = _hsic_from_terms(stack_z, stack_r, stack_s, stack_z, stack_r, stack_s, n)
-        dev = fx.device
-        self._state("hsic_xy", device=dev).add_(h[0, 1])
-        self._state("hsic_xx", device=dev).add_(h[0, 0])
-        self._state("hsic_yy", device=dev).add_(h[1, 1])
-        self._add_counts(n, dev)
+        st = self._running(fx.device)
+        st["hsic_xy"].add_(h[0, 1])
+        st["hsic_xx"].add_(h[0, 0])
+        st["hsic_yy"].add_(h[1, 1])
+        self._add_counts(st, n)
+        if self.resampling is not None and key is not None:
+            w, keys = self.resampling.weights(key.to(fx.device))
+            st["rep_hsic"].add_(torch.stack([h[0, 1], h[0, 0], h[1, 1]])[:, None] * w[0])
+            st[KEYS_STATE].add_(keys)
+
+    def replicate_values(self) -> dict[str, Tensor]:
+        """``{"cka": [B]}``: bootstrap replicates of the CKA (needs ``replicates``)."""
+        if self.resampling is None:
+            raise RuntimeError("LinearCKA was built without `replicates`: no replicates")
+        xy, xx, yy = self._states["rep_hsic"]
+        den = xx * yy
+        return {"cka": torch.where(den > 0, xy / den.clamp_min(1e-300).sqrt(), torch.nan)}
+
+    def resampled_units(self) -> int:
+        """How many batches the replicates resample."""
+        return int(self._states["n_batches"])
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         counts = self._counts()
         s = self._states
         den = float(s["hsic_xx"]) * float(s["hsic_yy"])
         cka = float(s["hsic_xy"]) / math.sqrt(den) if den > 0 else float("nan")
-        return {"cka": cka, **counts}
+        out: dict[str, Any] = {"cka": cka, **counts}
+        if self.resampling is not None:
+            reps = self.replicate_values()["cka"]
+            lo, hi = self.resampling.interval(reps, self.resampled_units())
+            out["cka_ci_low"] = lo if math.isfinite(cka) else math.nan
+            out["cka_ci_high"] = hi if math.isfinite(cka) else math.nan
+            out.update(self.resampling.meta())
+        return out
 
 
 class CKAMatrix(_CKABase):
@@ -213,6 +290,8 @@ class CKAMatrix(_CKABase):
     ``[len(xs), len(ys)]`` matrix, entry ``(i, j)`` equal to :class:`LinearCKA` on
     ``(xs[i], ys[j])`` with the same settings. States: ``[a, b]``, ``[a]``, ``[b]`` sums.
     """
+
+    _hsic_shapes = (("xs", "ys"), ("xs",), ("ys",))
 
     def _terms(self, arg: str, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, int]:
         owner = "CKAMatrix.update"
@@ -247,17 +326,16 @@ class CKAMatrix(_CKABase):
                 f"CKAMatrix.update: `xs` have batch size {n}, `ys` have {m}; "
                 "they must be the same images"
             )
-        dev = kz.device
         hxy = _hsic_from_terms(kz, rk, sk, lz, rl, sl, n)
         hxx = _hsic_self(kz, rk, sk, n)
         hyy = _hsic_self(lz, rl, sl, n)
-        self._state("hsic_xy", tuple(hxy.shape), device=dev).add_(hxy)
-        self._state("hsic_xx", tuple(hxx.shape), device=dev).add_(hxx)
-        self._state("hsic_yy", tuple(hyy.shape), device=dev).add_(hyy)
-        self._add_counts(n, dev)
+        st = self._running(kz.device, xs=hxy.shape[0], ys=hxy.shape[1])
+        st["hsic_xy"].add_(hxy)
+        st["hsic_xx"].add_(hxx)
+        st["hsic_yy"].add_(hyy)
+        self._add_counts(st, n)
 
     def compute(self) -> dict[str, Any]:
-        self._require_updated()
         counts = self._counts()
         s = self._states
         den = torch.outer(s["hsic_xx"], s["hsic_yy"])
