@@ -167,7 +167,8 @@ class TargetSpec:
         if self.kind == "callable":
             return _call(self.fn, output, who.shape[0])
         if self.kind == "per_sample":
-            return _per_sample([self.items[i] for i in who.tolist()], output)
+            items = [self.items[i] for i in who.tolist()]
+            return _per_sample(items, output, probability=probability)
         logits = classifier_output(output, self.kind)
         cls = index.to(logits.device)[who.to(logits.device)]
         if probability:
@@ -322,7 +323,7 @@ def _rows(output: Any, n: int) -> Sequence[Any]:
     return rows
 
 
-def _per_sample(items: Sequence[Any], output: Any) -> Tensor:
+def _per_sample(items: Sequence[Any], output: Any, *, probability: bool = False) -> Tensor:
     values = []
     for target, row in zip(items, _rows(output, len(items))):
         if isinstance(target, int):
@@ -332,7 +333,7 @@ def _per_sample(items: Sequence[Any], output: Any) -> Tensor:
                     f"{describe_output(row)}; use a callable target (e.g. SegmentationTarget)"
                 )
             _check_class(target, row.shape[0])
-            value = row[target]
+            value = torch.softmax(row.float(), dim=0)[target] if probability else row[target]
         else:
             value = target(row)
         if not isinstance(value, Tensor) or value.numel() != 1:
