@@ -85,9 +85,8 @@ def result_figure(
         cams = {f"{m} @ {layer}": v for (m, layer), v in result.all_maps.items()}
     cams = {k: _displayable(v) for k, v in cams.items()}
     n = min(int(imgs.shape[0]), max_images)
-    values = result.probs if result.probs is not None else result.scores
-    shown = [_score_text(result, i) for i in range(n)] if values is not None else None
-    scores = {k: shown for k in cams} if shown is not None else None
+    shown = [_score_text(result, i) for i in range(n)]
+    scores = {k: shown for k in cams}
     return cam_grid(
         imgs,
         cams,

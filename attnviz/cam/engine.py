@@ -16,10 +16,8 @@ per noisy copy, shared by all layers). ``aug_smooth`` multiplies every pass by s
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -29,24 +27,19 @@ from .._tail import LayerTail
 from ..errors import CamError
 from ..intermediates import IntermediateModel
 from ._cache import capturing, tail_of
-from .ablation import ablation_weights
 from .augment import AUGMENTATIONS, augment, deaugment
-from .head import gap_fc_weight
-from .methods import ACTIVATION_METHODS, GRADIENT_METHODS, METHODS, combine
+from .methods import METHODS
 from .normalize import apply_normalize, minmax_per_image, resize_maps
 from .options import Size, check_images, check_options, layer_names, method_names
 from .outputs import OutputChoice, select_output
+from .passes import SMOOTHGRAD, Chunk, ChunkRun, Transform, need_index
 from .result import CamResult, Key
-from .scorecam import scorecam_weights
-from .smoothgrad import draw_noise, smoothgrad_weights
+from .smoothgrad import draw_noise
 from .targets import Targets, TargetSpec, classifier_output, resolve_targets
 
 __all__ = ["METHODS", "compute_cam"]
 
 _DERIVED_CHUNK = 32  # default rows per forward of Score-CAM's and Ablation-CAM's copies
-_SMOOTHGRAD = "smoothgradcam++"
-
-Transform = Callable[[Tensor], Tensor]
 
 
 def compute_cam(
@@ -201,7 +194,7 @@ def compute_cam(
         tails, wrapper = _ablation_setup(model, wrapper, layers, images, reshape_transform)
     device = _device(wrapper, images)
     n = images.shape[0]
-    run = _Run(
+    run = ChunkRun(
         wrapper=wrapper,
         layers=layers,
         methods=methods,
@@ -217,7 +210,7 @@ def compute_cam(
         x = images.to(device)
         spec = resolve_targets(targets, n)
         if "cam" in methods and spec.kind not in ("argmax", "index"):
-            _need_index(None, "cam")
+            need_index(None, "cam")
         versions = len(AUGMENTATIONS) if aug_smooth else 1
         if aug_smooth:
             if spec.kind == "argmax":
@@ -226,7 +219,7 @@ def compute_cam(
         else:
             x_all, spec_all = x, spec
         noise = None
-        if _SMOOTHGRAD in methods:
+        if SMOOTHGRAD in methods:
             noise = draw_noise(x_all.shape, noise_samples, noise_std, noise_seed)
         step = batch_size or n
         parts = []
@@ -242,172 +235,7 @@ def compute_cam(
     )
 
 
-# -- one chunk of images ---------------------------------------------------------
-class _Chunk(NamedTuple):
-    raw: dict[Key, Tensor]
-    targets: Tensor | None
-    scores: Tensor
-    probs: Tensor | None
-
-
-@dataclass(frozen=True)
-class _Run:
-    """What every chunk of one call shares."""
-
-    wrapper: IntermediateModel
-    layers: list[str]
-    methods: list[str]
-    relu: bool
-    output: OutputChoice
-    transform: Transform | None
-    eigen_smooth: bool
-    tails: dict[str, LayerTail]
-    derived_chunk: int
-    score_mode: str
-
-    def chunk(self, x: Tensor, spec: TargetSpec, noise: Tensor | None) -> _Chunk:
-        methods = self.methods
-        need_grad = _SMOOTHGRAD in methods or any(m in GRADIENT_METHODS for m in methods)
-        with torch.enable_grad() if need_grad else torch.no_grad():
-            xin = _fresh_input(x, need_grad)
-            out, feats = self.wrapper(xin)
-            selected = select_output(out, self.output)
-            raws = [feats[name] for name in self.layers]
-            index, scores = spec.scores(selected)
-            grads = _gradients(scores, raws) if need_grad else [None] * len(raws)
-        values = {k: v.detach() if isinstance(v, Tensor) else v for k, v in feats.items()}
-        del feats, out
-        raws = [r.detach() for r in raws]
-        scores = scores.detach()
-        if isinstance(selected, Tensor):
-            selected = selected.detach()
-        xin = xin.detach()
-        acts = [self._feature_map(r, name) for r, name in zip(raws, self.layers)]
-        grads = [None if g is None else self._transformed(g) for g in grads]
-
-        def derived(probability: bool) -> Callable[[Any, Tensor], Tensor]:
-            def score(output: Any, who: Tensor) -> Tensor:
-                picked = select_output(output, self.output)
-                return spec.row_scores(picked, who, index, probability=probability)
-
-            return score
-
-        smooth = None
-        if _SMOOTHGRAD in methods:
-            smooth = smoothgrad_weights(self._sampler(spec, index), xin, noise, acts)
-        raw: dict[Key, Tensor] = {}
-        with torch.no_grad():
-            for i, (name, a, g) in enumerate(zip(self.layers, acts, grads)):
-                for m in methods:
-                    if m in GRADIENT_METHODS:
-                        cam = GRADIENT_METHODS[m](a, g, eigen_smooth=self.eigen_smooth)
-                    elif m in ACTIVATION_METHODS:
-                        cam = ACTIVATION_METHODS[m](a)
-                    elif m == "cam":
-                        weight = gap_fc_weight(self.wrapper.model, a, selected, name)
-                        cam = combine(weight[_need_index(index, m)], a, self.eigen_smooth)
-                    elif m == "scorecam":
-                        w = scorecam_weights(
-                            self.wrapper.model,
-                            xin,
-                            a,
-                            derived(self.score_mode == "probability"),
-                            batch_size=self.derived_chunk,
-                            weights=self.score_mode,
-                        )
-                        cam = combine(w, a, self.eigen_smooth)
-                    elif m == "ablationcam":
-                        w = ablation_weights(
-                            self.tails[name],
-                            raws[i],
-                            values,
-                            xin,
-                            derived(False),
-                            scores,
-                            batch_size=self.derived_chunk,
-                        )
-                        cam = combine(w, a, self.eigen_smooth)
-                    else:  # smoothgradcam++
-                        w, a_last = smooth[i]
-                        cam = combine(w, a_last, self.eigen_smooth)
-                    raw[m, name] = cam.clamp(min=0) if self.relu else cam
-            classes = spec.classes(index)
-            probs = None
-            if classes is not None and isinstance(selected, Tensor) and selected.ndim == 2:
-                cls = classes.to(selected.device)
-                probs = torch.softmax(selected.float(), dim=1).gather(1, cls[:, None])[:, 0]
-        return _Chunk(raw, classes, scores, probs)
-
-    def _sampler(self, spec: TargetSpec, index: Tensor | None):
-        """SmoothGrad-CAM++'s ``sample(x) -> (activations, gradients)`` for a noisy copy."""
-
-        def sample(x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-            with torch.enable_grad():
-                xin = _fresh_input(x, True)
-                out, feats = self.wrapper(xin)
-                picked = select_output(out, self.output)
-                who = torch.arange(x.shape[0], device=x.device)
-                scores = spec.row_scores(picked, who, index)
-                raws = [feats[name] for name in self.layers]
-                grads = _gradients(scores, raws)
-            acts = [self._feature_map(r.detach(), name) for r, name in zip(raws, self.layers)]
-            return acts, [self._transformed(g) for g in grads]
-
-        return sample
-
-    def _transformed(self, value: Tensor) -> Tensor:
-        return value if self.transform is None else self.transform(value)
-
-    def _feature_map(self, value: Any, name: str) -> Tensor:
-        if isinstance(value, Tensor) and self.transform is not None:
-            value = self.transform(value)
-        if not isinstance(value, Tensor) or value.ndim != 4:
-            what = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            hint = (
-                "reshape_transform must return one"
-                if self.transform is not None
-                else "a token layer [B, N, C] must be reshaped into one: pass reshape_transform="
-            )
-            raise CamError(
-                f"layer {name!r} gives {what}; CAMs need a feature map [batch, channels, "
-                f"height, width] ({hint})"
-            )
-        return value
-
-
-def _fresh_input(x: Tensor, need_grad: bool) -> Tensor:
-    xin = x.detach()
-    if xin.is_inference():
-        xin = xin.clone()
-    if need_grad:
-        xin.requires_grad_(True)
-    return xin
-
-
-def _gradients(scores: Tensor, acts: list[Tensor]) -> list[Tensor]:
-    """``∂(Σ_b score_b)/∂A`` for every activation, in one ``autograd.grad`` call.
-
-    Zeros for an activation the scores do not depend on.
-    """
-    wanted = [i for i, a in enumerate(acts) if a.requires_grad]
-    grads: list[Tensor | None] = [None] * len(acts)
-    if wanted and scores.requires_grad:
-        got = torch.autograd.grad(scores.sum(), [acts[i] for i in wanted], allow_unused=True)
-        for i, g in zip(wanted, got):
-            grads[i] = g
-    return [torch.zeros_like(a) if g is None else g.detach() for a, g in zip(acts, grads)]
-
-
-def _need_index(index: Tensor | None, method: str) -> Tensor:
-    if index is None:
-        raise CamError(
-            f"method {method!r} needs class-index targets (None, an int or one per image), "
-            "not callables"
-        )
-    return index
-
-
-def _predicted(run: _Run, x: Tensor, step: int) -> Tensor:
+def _predicted(run: ChunkRun, x: Tensor, step: int) -> Tensor:
     """The predicted class of each image (``aug_smooth`` explains it in every version)."""
     found = []
     with torch.no_grad():
@@ -419,7 +247,7 @@ def _predicted(run: _Run, x: Tensor, step: int) -> Tensor:
 
 # -- assembling the result -------------------------------------------------------
 def _assemble(
-    parts: list[_Chunk],
+    parts: list[Chunk],
     methods: list[str],
     layers: list[str],
     input_size: Sequence[int],
