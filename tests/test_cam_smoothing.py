@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -139,3 +141,17 @@ def test_new_method_names_and_option_errors(model, x):
         compute_cam(model, x, "layer2", aug_smooth="yes")
     with pytest.raises(TypeError, match="class_names"):
         compute_cam(model, x, "layer2", class_names="cat dog")
+
+
+def test_new_methods_under_no_grad_and_inference_mode_on_a_frozen_model(model, x):
+    methods = ["ablationcam", "smoothgradcam++", "gradcam"]
+    ref = compute_cam(model, x, "layer2", methods, [0, 1, 2], aug_smooth=True)
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    with torch.no_grad():
+        a = compute_cam(frozen, x, "layer2", methods, [0, 1, 2], aug_smooth=True)
+    with torch.inference_mode():
+        b = compute_cam(frozen, x.clone(), "layer2", methods, [0, 1, 2], aug_smooth=True)
+    for key in ref:
+        torch.testing.assert_close(a[key], ref[key])
+        torch.testing.assert_close(b[key], ref[key])
+    assert all(p.grad is None for p in model.parameters())
