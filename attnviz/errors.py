@@ -14,6 +14,7 @@ from __future__ import annotations
 
 __all__ = [
     "AttnvizError",
+    "CamError",
     "DataError",
     "DataNotFoundError",
     "FileFormatError",
@@ -50,6 +51,13 @@ class SurgeryError(AttnvizError):
 
 class TraceError(AttnvizError):
     """A forward could not be traced or compiled; names the module and the op."""
+
+
+class CamError(AttnvizError):
+    """A CAM that cannot be computed as asked (layer, target, model output, method option).
+
+    The message names what the model gave and the option to pass instead.
+    """
 
 
 class RecipeError(AttnvizError):

@@ -25,6 +25,15 @@ and, measured once per --multi-rounds, what the references need for those ten
 maps: pytorch-grad-cam one call per method and layer (10 calls); torchcam one
 call per method with both layers (4 calls: it has no HiResCAM).
 
+Then the methods pytorch-grad-cam users reach for beyond Grad-CAM, each against
+pytorch-grad-cam on the same images and targets (ratio attnviz / pytorch-grad-cam):
+  ablationcam        compute_cam(..., "layer4", "ablationcam") against AblationCAM, on the
+                     first --ablation-batch images (pytorch-grad-cam runs the whole model
+                     for every chunk of 32 ablated channels, attnviz the layers after layer4),
+                     --ablation-rounds rounds
+  aug_smooth         compute_cam(..., "layer4", "gradcam", aug_smooth=True) against
+                     GradCAM(...)(x, targets, aug_smooth=True), --rounds rounds
+
 Before timing, the maps of all libraries are checked to agree within 1e-5.
 """
 
@@ -60,6 +69,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--multi-rounds", type=int, default=1, help="rounds of the 10-map references")
+    p.add_argument(
+        "--ablation-batch", type=int, default=1, help="images for the Ablation-CAM rows (default 1)"
+    )
+    p.add_argument("--ablation-rounds", type=int, default=1, help="rounds of the Ablation-CAM rows")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
         "--threads",
@@ -79,6 +92,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.arch, args.batch, args.size, args.rounds = "resnet18", 2, 64, 1
+        args.ablation_batch = 2
     return args
 
 
@@ -167,6 +181,70 @@ def multi_references(model: torch.nn.Module, x: torch.Tensor, targets: torch.Ten
     return out
 
 
+def beyond_gradcam(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, args):
+    """``{row: {"attnviz": fn, "pytorch-grad-cam": fn}}`` for Ablation-CAM and aug_smooth."""
+    try:
+        from pytorch_grad_cam import AblationCAM, GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError:
+        print("pytorch-grad-cam not installed: Ablation-CAM and aug_smooth rows skipped")
+        return {}
+    m_pgc = copy.deepcopy(model)
+    xa, ta = x[: args.ablation_batch], targets[: args.ablation_batch]
+
+    def pgc_ablation() -> torch.Tensor:
+        with AblationCAM(m_pgc, [m_pgc.layer4]) as cam:
+            return torch.from_numpy(cam(xa, [ClassifierOutputTarget(int(t)) for t in ta]))
+
+    def pgc_aug() -> torch.Tensor:
+        with GradCAM(m_pgc, [m_pgc.layer4]) as cam:
+            tg = [ClassifierOutputTarget(int(t)) for t in targets]
+            return torch.from_numpy(cam(x, tg, aug_smooth=True))
+
+    return {
+        "ablationcam": {
+            "attnviz": lambda: compute_cam(model, xa, "layer4", "ablationcam", ta).maps,
+            "pytorch-grad-cam": pgc_ablation,
+        },
+        "aug_smooth": {
+            "attnviz": lambda: (
+                compute_cam(model, x, "layer4", "gradcam", targets, aug_smooth=True).maps
+            ),
+            "pytorch-grad-cam": pgc_aug,
+        },
+    }
+
+
+def time_beyond_gradcam(rows: dict, args, device) -> tuple[dict[str, dict[str, list]], bool]:
+    """Check each row's maps agree, then time it; the first (checked) call is timed too."""
+    ok = True
+    times: dict[str, dict[str, list[float]]] = {}
+    for row, fns in rows.items():
+        fns["attnviz"]()  # trace (and Ablation-CAM's cut) cached, as in a loop over batches
+        t0 = CLOCK()
+        ref = fns["pytorch-grad-cam"]()
+        t_ref = CLOCK() - t0
+        t0 = CLOCK()
+        ours = fns["attnviz"]()
+        t_ours = CLOCK() - t0
+        diff = float((ours.float().cpu() - ref.float()).abs().max())
+        ok &= diff < TOL
+        print(f"  {row}: maps attnviz vs pytorch-grad-cam max |diff| = {diff:.2e}  "
+              f"{'ok' if diff < TOL else 'FAIL'}")  # fmt: skip
+        rounds = args.ablation_rounds if row == "ablationcam" else args.rounds
+        entries = {
+            f"attnviz {row}": fns["attnviz"],
+            f"pytorch-grad-cam {row}": fns["pytorch-grad-cam"],
+        }
+        got = {f"attnviz {row}": [t_ours], f"pytorch-grad-cam {row}": [t_ref]}
+        if rounds > 1:
+            for name, ts in interleaved(entries, rounds - 1, device, warm=False).items():
+                got[name].extend(ts)
+        times[row] = got
+        print("    " + ", ".join(f"{n} {statistics.median(t):.3f}s" for n, t in got.items()))
+    return times, ok
+
+
 # -- checks and timing --------------------------------------------------------------------
 def check_maps(model, x, targets, refs) -> bool:
     ours = compute_cam(model, x, "layer4", "gradcam", targets)
@@ -201,10 +279,12 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return CLOCK() - t
 
 
-def interleaved(entries: dict[str, Callable[[], object]], rounds: int, device) -> dict:
+def interleaved(
+    entries: dict[str, Callable[[], object]], rounds: int, device, *, warm: bool = True
+) -> dict:
     names = list(entries)
     times: dict[str, list[float]] = {n: [] for n in names}
-    for fn in entries.values():  # warm-up (allocator, lazy inits, caches)
+    for fn in entries.values() if warm else ():  # warm-up (allocator, lazy inits, caches)
         fn()
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
@@ -276,6 +356,17 @@ def main(argv: list[str] | None = None) -> int:
         print("references for the ten maps of 'attnviz 5x2':")
         multi_times = interleaved(multi, args.multi_rounds, device)
 
+    rows = beyond_gradcam(model, x, targets, args)
+    beyond: dict[str, dict[str, list[float]]] = {}
+    if rows:
+        print(
+            f"Ablation-CAM ({min(args.ablation_batch, args.batch)} images) and aug_smooth "
+            f"({args.batch} images) against pytorch-grad-cam:"
+        )
+        with contextlib.redirect_stderr(io.StringIO()):
+            beyond, ok_beyond = time_beyond_gradcam(rows, args, device)
+        ok &= ok_beyond
+
     med = {n: statistics.median(t) for n, t in {**times, **multi_times}.items()}
     print("\nmedian times:")
     for n, t in {**times, **multi_times}.items():
@@ -301,6 +392,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in multi_times:
         print(ratio_line(f"{name} / forward", med[name] / fwd, "-", None))
         print(ratio_line(f"{name} / attnviz 5x2", med[name] / med["attnviz 5x2"], "-", None))
+    for row, got in beyond.items():
+        ours_t = statistics.median(got[f"attnviz {row}"])
+        ref_t = statistics.median(got[f"pytorch-grad-cam {row}"])
+        print(f"  {row + ':':<14} attnviz {fmt(got[f'attnviz {row}'])}, "
+              f"pytorch-grad-cam {fmt(got[f'pytorch-grad-cam {row}'])}")  # fmt: skip
+        print(
+            ratio_line(f"attnviz / pytorch-grad-cam, {row}", ours_t / ref_t, "< 1", ours_t < ref_t)
+        )
     print(f"\nmaps agree within {TOL:g}: {'yes' if ok else 'NO'}")
     return 0 if ok else 1
 

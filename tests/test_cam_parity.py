@@ -22,7 +22,7 @@ import torch
 import torchvision
 from torch import nn
 
-from attnviz.cam import compute_cam, minmax_per_image
+from attnviz.cam import compute_cam, minmax_per_image, resize_maps
 
 from .conftest import Scaled
 
@@ -191,3 +191,94 @@ def test_cam_xgradcam_layercam_match_torchcam():
             ref = ext(targets, mm(x))[0]
         ours = compute_cam(model, x, "layer4", method, targets, size="layer")
         assert (ours.maps - ref).abs().max() < TOL, method
+
+
+# -- Ablation-CAM, aug_smooth, eigen_smooth (pytorch-grad-cam), SmoothGrad-CAM++ (torchcam) ----
+def test_ablationcam_matches_pytorch_grad_cam():
+    # a post-ReLU layer: pgc zeroes the ablated channel there, as the paper does (elsewhere it
+    # uses min - 1e7, see attnviz.cam.ablation); attnviz runs layer4 and the head only
+    model = resnet("resnet18")
+    x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    ours = compute_cam(model, x, "layer3", "ablationcam", [1, 5])
+    ref = pgc_maps(pgc.AblationCAM, model, "layer3", x, [1, 5])
+    assert np.abs(ours.maps.numpy() - ref).max() < TOL
+
+
+def test_ablationcam_on_a_segmentation_model_matches_pytorch_grad_cam():
+    # the head after backbone.layer4 reads the input size from before it (the cut's frontier)
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+    from .test_cam_targets import OutWrapper, masks, small_fcn
+
+    fcn = small_fcn()
+    x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    targets = [SemanticSegmentationTarget(c, m[:48, :48]) for c, m in zip((1, 2), masks())]
+    ours = compute_cam(fcn, x, "backbone.layer4", "ablationcam", targets)
+    wrapped = copy.deepcopy(OutWrapper(fcn))
+    layer = wrapped.model.backbone.layer4
+    with pgc.AblationCAM(wrapped, [layer]) as cam, contextlib.redirect_stderr(io.StringIO()):
+        ref = cam(x, targets)
+    assert np.abs(ours.maps.numpy() - ref).max() < TOL
+
+
+@pytest.mark.parametrize(("method", "layer"), [("gradcam", "layer4"), ("layercam", "layer3")])
+def test_aug_smooth_matches_pytorch_grad_cam(method, layer):
+    # one layer per call: pgc fuses several layers from maps min-max scaled at the layer's
+    # resolution and then resized, attnviz from maps scaled at the output size
+    model = resnet("resnet18")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    ours = compute_cam(model, x, layer, method, [1, 5], aug_smooth=True)
+    mm = copy.deepcopy(model)
+    with PGC[method](mm, [mm.get_submodule(layer)]) as cam:
+        ref = cam(x, [ClassifierOutputTarget(1), ClassifierOutputTarget(5)], aug_smooth=True)
+    assert np.abs(ours.maps.numpy() - ref).max() < TOL
+    plain = compute_cam(model, x, layer, method, [1, 5])
+    assert (ours.maps - plain.maps).abs().max() > 1e-3  # the augmentations changed the map
+    torch.testing.assert_close(ours.scores, plain.scores)  # those of the original images
+
+
+@pytest.mark.parametrize("method", ["gradcam", "xgradcam", "layercam", "hirescam"])
+def test_eigen_smooth_matches_pytorch_grad_cam_up_to_the_svd_sign(method):
+    model = resnet("resnet18")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    ours = compute_cam(model, x, "layer3", method, [1, 5], eigen_smooth=True)
+    signed = compute_cam(
+        model, x, "layer3", method, [1, 5], eigen_smooth=True, relu=False, normalize="none"
+    )
+    other = minmax_per_image(resize_maps((-signed.raw).clamp(min=0), x.shape[-2:]))
+    mm = copy.deepcopy(model)
+    with PGC[method](mm, [mm.layer3]) as cam:
+        ref = cam(x, [ClassifierOutputTarget(1), ClassifierOutputTarget(5)], eigen_smooth=True)
+    same = np.abs(ours.maps.numpy() - ref).max((1, 2))
+    flipped = np.abs(other.numpy() - ref).max((1, 2))
+    assert (np.minimum(same, flipped) < TOL).all(), (same, flipped)  # pgc keeps LAPACK's sign
+    # attnviz's sign: the projection correlates with the ordinary map
+    plain = compute_cam(model, x, "layer3", method, [1, 5], relu=False, normalize="none").raw
+    assert ((signed.raw * plain).sum((1, 2)) > 0).all()
+
+
+def test_smoothgradcampp_matches_torchcam_on_the_same_noise():
+    # torchcam draws its noise with torch's global generator (on the CPU): seeding it with
+    # noise_seed gives it attnviz's noise. Logits x1e4 make torchcam's eps=1e-8 negligible.
+    tc = pytest.importorskip("torchcam.methods")
+    model = Scaled(resnet("resnet18"), 1e4)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for samples, std, seed in ((4, 0.3, 0), (2, 0.5, 7)):
+        ours = compute_cam(
+            model,
+            x,
+            ["net.layer3", "net.layer4"],
+            "smoothgradcam++",
+            [1, 5],
+            size="layer",
+            noise_samples=samples,
+            noise_std=std,
+            noise_seed=seed,
+        )
+        mm = copy.deepcopy(model)
+        torch.manual_seed(seed)
+        with tc.SmoothGradCAMpp(mm, ["net.layer3", "net.layer4"], samples, std) as ext:
+            mm(x)
+            refs = ext([1, 5])
+        for layer, ref in zip(["net.layer3", "net.layer4"], refs):
+            assert (ours["smoothgradcam++", layer] - ref).abs().max() < TOL, (samples, layer)

@@ -8,9 +8,11 @@
 (2, 64, 64)
 
 :func:`compute_cam` computes Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM,
-HiResCAM, CAM, Score-CAM and Eigen-CAM (formulas in :mod:`attnviz.cam.methods`)
-and returns a :class:`CamResult`; :func:`normalize_shared` puts maps of several
-models on one scale.
+HiResCAM, CAM, Score-CAM, Eigen-CAM, Ablation-CAM and SmoothGrad-CAM++ (formulas
+in :mod:`attnviz.cam.methods`), with pytorch-grad-cam's ``aug_smooth`` and
+``eigen_smooth`` options and target objects, and returns a :class:`CamResult`
+(``.show()`` draws it); :func:`normalize_shared` puts maps of several models on
+one scale.
 """
 
 from ._cache import clear_cache
@@ -18,10 +20,13 @@ from .engine import compute_cam
 from .methods import METHODS
 from .normalize import minmax_per_image, normalize_shared, resize_maps
 from .result import CamResult
+from .targets import SegmentationTarget, SoftmaxTarget
 
 __all__ = [
     "METHODS",
     "CamResult",
+    "SegmentationTarget",
+    "SoftmaxTarget",
     "clear_cache",
     "compute_cam",
     "minmax_per_image",

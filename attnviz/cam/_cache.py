@@ -1,4 +1,4 @@
-"""The capturing wrapper of each model, built once and reused while the model lives.
+"""The capturing wrapper (and Ablation-CAM's tail) of each model, built once and reused while it lives.
 
 Tracing a model (``with_intermediates``) costs about as much as a forward of a
 ResNet-50 at batch 2 on a CPU (0.2 s), and far more than a GPU forward, so
@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import copy
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
+from .._tail import LayerTail, layer_tail
 from ..intermediates import IntermediateModel, with_intermediates
 
-__all__ = ["capturing", "clear_cache"]
+__all__ = ["capturing", "clear_cache", "tail_of"]
 
 _MAX_PER_MODEL = 8
 
-_Entry = tuple[tuple, IntermediateModel]
+_Entry = tuple[tuple, Any]
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, ...], _Entry]] = (
     weakref.WeakKeyDictionary()
 )
@@ -35,6 +38,24 @@ def _tree(model: nn.Module) -> tuple:
     return tuple((name, id(m), type(m)) for name, m in model.named_modules(remove_duplicate=False))
 
 
+def _cached(model: nn.Module, key: tuple[str, ...], build: Callable[[], Any]) -> Any:
+    """``build()``, kept for ``model`` under ``key`` while its module tree is unchanged."""
+    tree = _tree(model)
+    try:
+        entries = _CACHE.setdefault(model, {})
+    except TypeError:  # a model class that is not hashable: no cache
+        return build()
+    hit = entries.get(key)
+    if hit is not None and hit[0] == tree:
+        return hit[1]
+    value = build()
+    entries.pop(key, None)
+    entries[key] = (tree, value)
+    while len(entries) > _MAX_PER_MODEL:
+        entries.pop(next(iter(entries)))
+    return value
+
+
 def capturing(
     model: nn.Module, layers: list[str], example_input: Tensor | None = None
 ) -> IntermediateModel:
@@ -42,21 +63,16 @@ def capturing(
 
     ``example_input`` is only run when ``layers`` holds globs (to resolve them).
     """
-    key = tuple(layers)
-    tree = _tree(model)
-    try:
-        entries = _CACHE.setdefault(model, {})
-    except TypeError:  # a model class that is not hashable: no cache
-        return with_intermediates(model, layers, example_input=example_input)
-    hit = entries.get(key)
-    if hit is not None and hit[0] == tree:
-        return hit[1]
-    wrapper = with_intermediates(copy.copy(model), layers, example_input=example_input)
-    entries.pop(key, None)
-    entries[key] = (tree, wrapper)
-    while len(entries) > _MAX_PER_MODEL:
-        entries.pop(next(iter(entries)))
-    return wrapper
+    return _cached(
+        model,
+        tuple(layers),
+        lambda: with_intermediates(copy.copy(model), layers, example_input=example_input),
+    )
+
+
+def tail_of(model: nn.Module, layer: str) -> LayerTail:
+    """:func:`attnviz._tail.layer_tail` of ``model`` at ``layer``, reused like the wrappers."""
+    return _cached(model, ("tail:", layer), lambda: layer_tail(model, layer))
 
 
 def clear_cache() -> None:

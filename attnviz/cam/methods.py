@@ -11,7 +11,14 @@ Gradient methods (one gradient of the summed target scores serves all of
 them): ``gradcam``, ``gradcam++``, ``xgradcam``, ``layercam``, ``hirescam``.
 Activation-only: ``eigencam``. Weights from elsewhere: ``cam`` (classifier
 weights, :mod:`attnviz.cam.head`), ``scorecam`` (masked forwards,
-:mod:`attnviz.cam.scorecam`).
+:mod:`attnviz.cam.scorecam`), ``ablationcam`` (ablated channels,
+:mod:`attnviz.cam.ablation`), ``smoothgradcam++`` (noisy copies,
+:mod:`attnviz.cam.smoothgrad`).
+
+``eigen_smooth=True`` (pytorch-grad-cam's option) replaces the channel sum
+``Σ_k (w ⊙ A)^k`` of every method by the first principal component of the weighted
+activations ``w ⊙ A`` (:func:`first_component`), which removes the noise the other
+components carry.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ __all__ = [
     "ACTIVATION_METHODS",
     "GRADIENT_METHODS",
     "METHODS",
+    "combine",
     "eigencam",
+    "first_component",
     "gradcam",
     "gradcam_pp",
     "hirescam",
@@ -38,16 +47,58 @@ def weighted_sum(weights: Tensor, acts: Tensor) -> Tensor:
     return torch.einsum("bc,bchw->bhw", weights.to(acts.dtype), acts)
 
 
-def gradcam(acts: Tensor, grads: Tensor) -> Tensor:
+def combine(weights: Tensor, acts: Tensor, eigen_smooth: bool = False) -> Tensor:
+    """The map from weights ``[B, C]`` (per channel) or ``[B, C, h, w]`` (per element).
+
+    ``Σ_k (w ⊙ A)^k``, or with ``eigen_smooth`` the first principal component of
+    ``w ⊙ A`` (:func:`first_component`).
+    """
+    if not eigen_smooth:
+        if weights.ndim == 2:
+            return weighted_sum(weights, acts)
+        return (weights.to(acts.dtype) * acts).sum(dim=1)
+    w = weights.to(acts.dtype)
+    return first_component(w[:, :, None, None] * acts if w.ndim == 2 else w * acts)
+
+
+def first_component(values: Tensor) -> Tensor:
+    """Projection of every position on the first principal component of ``values`` ``[B, C, h, w]``.
+
+    Per image, the ``h·w`` positions are samples of ``C`` features: centre each
+    channel over the positions, take the SVD ``X = U S Vᵀ`` and project every
+    position on the first right-singular vector, ``map = X v₁`` (pytorch-grad-cam's
+    ``get_2d_projection``). With fewer than 2 positions the map is zeros.
+
+    The sign of ``v₁`` is arbitrary (an SVD may return ``-v₁``; pytorch-grad-cam
+    keeps whatever LAPACK gives, which inverts some heatmaps after the ReLU). Here
+    the sign is fixed per image so that the map correlates positively with the
+    channel sum ``Σ_k values^k`` (for Eigen-CAM the layer's total activation, for
+    ``eigen_smooth`` the method's ordinary map); a map uncorrelated with it keeps
+    the SVD's sign.
+    """
+    b, _, h, w = values.shape
+    if h * w < 2:
+        return torch.zeros(b, h, w, dtype=values.dtype, device=values.device)
+    x = values.flatten(2).transpose(1, 2)  # [B, hw, C]
+    x = x - x.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)
+    proj = (x @ vh[:, 0, :, None]).squeeze(-1)  # [B, hw]
+    total = values.sum(dim=1).flatten(1)
+    corr = (proj * (total - total.mean(dim=1, keepdim=True))).sum(dim=1, keepdim=True)
+    sign = torch.where(corr < 0, -1.0, 1.0).to(proj.dtype)
+    return (proj * sign).view(b, h, w)
+
+
+def gradcam(acts: Tensor, grads: Tensor, eigen_smooth: bool = False) -> Tensor:
     """Grad-CAM (Selvaraju et al., ICCV 2017, arXiv:1610.02391).
 
     ``w_k = (1/Z) Σ_ij g^k_ij``, map ``Σ_k w_k A^k``: channels weighted by their
     spatially averaged gradient.
     """
-    return weighted_sum(grads.mean(dim=(2, 3)), acts)
+    return combine(grads.mean(dim=(2, 3)), acts, eigen_smooth)
 
 
-def gradcam_pp(acts: Tensor, grads: Tensor) -> Tensor:
+def gradcam_pp(acts: Tensor, grads: Tensor, eigen_smooth: bool = False) -> Tensor:
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018, arXiv:1710.11063), Eq. 19 with the exp trick.
 
     With ``Y^c = exp(y^c)`` the higher derivatives become powers of ``g``, and
@@ -69,10 +120,10 @@ def gradcam_pp(acts: Tensor, grads: Tensor) -> Tensor:
     den = 2 + acts.sum(dim=(2, 3), keepdim=True) * grads
     usable = (grads != 0) & (den != 0)
     alpha = torch.where(usable, 1 / torch.where(usable, den, 1), 0)
-    return weighted_sum((alpha * grads.clamp(min=0)).sum(dim=(2, 3)), acts)
+    return combine((alpha * grads.clamp(min=0)).sum(dim=(2, 3)), acts, eigen_smooth)
 
 
-def xgradcam(acts: Tensor, grads: Tensor) -> Tensor:
+def xgradcam(acts: Tensor, grads: Tensor, eigen_smooth: bool = False) -> Tensor:
     """XGrad-CAM (Fu et al., BMVC 2020, arXiv:2008.02312).
 
     ``w_k = Σ_ij (A^k_ij / Σ_ab A^k_ab) g^k_ij``, map ``Σ_k w_k A^k``; a channel
@@ -81,48 +132,31 @@ def xgradcam(acts: Tensor, grads: Tensor) -> Tensor:
     total = acts.sum(dim=(2, 3))
     nonzero = total != 0
     weights = (grads * acts).sum(dim=(2, 3)) / torch.where(nonzero, total, 1)
-    return weighted_sum(torch.where(nonzero, weights, 0), acts)
+    return combine(torch.where(nonzero, weights, 0), acts, eigen_smooth)
 
 
-def layercam(acts: Tensor, grads: Tensor) -> Tensor:
+def layercam(acts: Tensor, grads: Tensor, eigen_smooth: bool = False) -> Tensor:
     """LayerCAM (Jiang et al., IEEE TIP 2021): ``Σ_k ReLU(g^k_ij) A^k_ij`` (element-wise weights)."""
-    return (grads.clamp(min=0) * acts).sum(dim=1)
+    return combine(grads.clamp(min=0), acts, eigen_smooth)
 
 
-def hirescam(acts: Tensor, grads: Tensor) -> Tensor:
+def hirescam(acts: Tensor, grads: Tensor, eigen_smooth: bool = False) -> Tensor:
     """HiResCAM (Draelos & Carin, 2020, arXiv:2011.08891): ``Σ_k g^k_ij A^k_ij``.
 
     Element-wise gradient times activation, summed over channels: the map is
     faithful to what the model computes at that layer (no averaging of ``g``).
     """
-    return (grads * acts).sum(dim=1)
+    return combine(grads, acts, eigen_smooth)
 
 
 def eigencam(acts: Tensor) -> Tensor:
     """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020, arXiv:2008.00299): first principal component.
 
-    Per image, the ``h·w`` positions are samples of ``C`` features: centre each
-    channel over the positions, take the SVD ``X = U S Vᵀ`` and project every
-    position on the first right-singular vector, ``map = X v₁`` (as
-    pytorch-grad-cam does). No gradient and no target: the map is class-agnostic.
-
-    The sign of ``v₁`` is arbitrary (an SVD may return ``-v₁``; pytorch-grad-cam
-    keeps whatever LAPACK gives, which inverts some heatmaps after the ReLU). Here
-    the sign is fixed per image so that the map correlates positively with the
-    channel sum of the activations, ``Σ_k A^k`` (the direction where the layer is
-    "on"); a map uncorrelated with it keeps the SVD's sign.
+    :func:`first_component` of the activations: no gradient and no target, the map
+    is class-agnostic. Its sign is fixed so that the map correlates positively with
+    ``Σ_k A^k`` (the direction where the layer is "on"), not left to the SVD.
     """
-    b, _, h, w = acts.shape
-    x = acts.flatten(2).transpose(1, 2)  # [B, hw, C]
-    x = x - x.mean(dim=1, keepdim=True)
-    if h * w < 2:
-        return torch.zeros(b, h, w, dtype=acts.dtype, device=acts.device)
-    _, _, vh = torch.linalg.svd(x, full_matrices=False)
-    proj = (x @ vh[:, 0, :, None]).squeeze(-1)  # [B, hw]
-    total = acts.sum(dim=1).flatten(1)
-    corr = (proj * (total - total.mean(dim=1, keepdim=True))).sum(dim=1, keepdim=True)
-    sign = torch.where(corr < 0, -1.0, 1.0).to(proj.dtype)
-    return (proj * sign).view(b, h, w)
+    return first_component(acts)
 
 
 #: name → function of (activations, gradients)
@@ -136,4 +170,11 @@ GRADIENT_METHODS = {
 #: name → function of activations only
 ACTIVATION_METHODS = {"eigencam": eigencam}
 #: every method name compute_cam accepts
-METHODS = (*GRADIENT_METHODS, "cam", "scorecam", *ACTIVATION_METHODS)
+METHODS = (
+    *GRADIENT_METHODS,
+    "cam",
+    "scorecam",
+    *ACTIVATION_METHODS,
+    "ablationcam",
+    "smoothgradcam++",
+)

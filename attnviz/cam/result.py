@@ -21,6 +21,16 @@ Per image: ``r.targets`` (class indices, ``None`` for a callable target),
 ``r.scores`` (the explained score: the target logit, or the callable's value)
 and ``r.probs`` (softmax probability of the target class, when the output is a
 classifier's ``[B, classes]``).
+
+Pictures (:mod:`attnviz.cam.display`)::
+
+    r.show()                        # figure: images × maps, overlays labelled with targets
+    r.overlay("gradcam", "layer4")  # [B, H, W, 3] blends
+    r                               # in Jupyter: a table and the overlay grid
+
+``r.images`` is the tensor given to ``compute_cam``, not a copy: it costs no memory
+while the caller holds it anyway, but keeps it alive as long as the result
+(``compute_cam(keep_images=False)`` drops it; ``r.show(images)`` then draws them).
 """
 
 from __future__ import annotations
@@ -28,9 +38,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.figure import Figure
 
 __all__ = ["CamResult"]
 
@@ -56,6 +71,11 @@ class CamResult:
             callable's value), from the model in eval mode.
         probs: ``[B]`` softmax probability of the target class, or ``None``.
         normalize: the normalisation applied (``"per_image"``, ``"none"``, ``"shared"``).
+        images: the input images ``[B, C, H, W]`` by reference (``None`` with
+            ``keep_images=False``), for :meth:`show` and :meth:`overlay`.
+        class_names: names of the class indices (display only).
+        target_labels: per image, a description of a target that is not a class
+            index (a callable), for display.
     """
 
     methods: tuple[str, ...]
@@ -67,6 +87,9 @@ class CamResult:
     scores: Tensor
     probs: Tensor | None = None
     normalize: str = "per_image"
+    images: Tensor | None = None
+    class_names: tuple[str, ...] | None = None
+    target_labels: tuple[str, ...] | None = None
 
     # -- single (method, layer) ---------------------------------------------------
     @property
@@ -161,10 +184,42 @@ class CamResult:
             targets=move(self.targets),
             scores=move(self.scores),
             probs=move(self.probs),
+            images=move(self.images),
         )
 
     def cpu(self) -> CamResult:
         return self.to("cpu")
+
+    # -- pictures -------------------------------------------------------------------
+    def show(self, images: Any = None, **options: Any) -> Figure:
+        """A figure of overlays: one row per image (its target), one column per map.
+
+        ``images`` defaults to the kept input images. Options (see
+        :func:`attnviz.cam.display.result_figure`): ``fused=True`` (one column per
+        method), ``alpha``, ``cmap``, ``denormalize`` (``"auto"``: float images
+        outside [0, 1] are min-max scaled for display; ``"imagenet"`` or
+        ``(mean, std)`` for true colours), ``max_images``, ``title``, ``path`` (save PNG).
+        """
+        from .display import result_figure
+
+        return result_figure(self, images, **options)
+
+    def overlay(
+        self, method: str | None = None, layer: str | None = None, **options: Any
+    ) -> np.ndarray:
+        """``[B, H, W, 3]`` blends of one map over the images (pytorch-grad-cam's ``show_cam_on_image``).
+
+        ``method``/``layer`` choose the map (default: the only one; a method alone
+        gives its fused map). Options: ``images``, ``alpha``, ``cmap``, ``denormalize``.
+        """
+        from .display import result_overlay
+
+        return result_overlay(self, method, layer, **options)
+
+    def _repr_html_(self) -> str:
+        from .display import result_html
+
+        return result_html(self)
 
     def __repr__(self) -> str:
         first = next(iter(self.all_maps.values()))

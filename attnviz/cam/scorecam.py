@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .normalize import minmax_per_image
-from .targets import _call
 
 __all__ = ["SCORECAM_WEIGHTS", "scorecam_weights"]
 
@@ -45,13 +44,17 @@ def scorecam_weights(
     forward: Callable[[Tensor], Any],
     images: Tensor,
     acts: Tensor,
-    index: Tensor | None,
-    fn: Callable[[Any], Tensor] | None,
+    score: Callable[[Any, Tensor], Tensor],
     *,
     batch_size: int,
     weights: str = "probability",
 ) -> Tensor:
-    """Channel weights ``[B, C]`` for ``acts`` ``[B, C, h, w]`` of ``images`` ``[B, ·, H, W]``."""
+    """Channel weights ``[B, C]`` for ``acts`` ``[B, C, h, w]`` of ``images`` ``[B, ·, H, W]``.
+
+    ``score(output, owner)`` gives the target score of each masked image (row ``r``
+    is a copy of image ``owner[r]``): the probability (``"probability"``) or the
+    logit (``"softmax"``) for class targets, a callable target's own value.
+    """
     b, c = acts.shape[:2]
     size = tuple(images.shape[-2:])
     flat = acts.detach().flatten(0, 1)[:, None]  # [B·C, 1, h, w]
@@ -65,19 +68,8 @@ def scorecam_weights(
         masks = minmax_per_image(masks)
         who = owner[start:stop]
         output = forward(images[who] * masks.to(images.dtype))
-        scores[start:stop] = _score(output, who, index, fn, weights).float()
+        scores[start:stop] = score(output, who).float()
     scores = scores.view(b, c)
     if weights == "softmax":
         return torch.softmax(scores, dim=1)
     return scores
-
-
-def _score(
-    output: Any, who: Tensor, index: Tensor | None, fn: Callable[[Any], Tensor] | None, mode: str
-) -> Tensor:
-    if fn is not None:
-        return _call(fn, output, who.shape[0])
-    cls = index.to(output.device)[who]
-    if mode == "probability":
-        return torch.softmax(output.float(), dim=1).gather(1, cls[:, None])[:, 0]
-    return output.gather(1, cls[:, None])[:, 0]
