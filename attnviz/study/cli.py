@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..cli import register
+from .launchers.options import add_launcher_arguments
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
@@ -34,13 +35,19 @@ def _ablate_args(p: argparse.ArgumentParser) -> None:
         "--torchrun", type=int, metavar="N", help="train each cell as an N-process torchrun job"
     )
     p.add_argument("--device", help="cpu, cuda, ...")
+    add_launcher_arguments(p)
 
 
 def _ablate(args: argparse.Namespace) -> int:
     from .ablate import run_grid
+    from .launchers.options import launcher_from_args
 
     result = run_grid(
-        args.grid, args.out, workers=args.workers, torchrun=args.torchrun, device=args.device
+        args.grid,
+        args.out,
+        torchrun=args.torchrun,
+        device=args.device,
+        launcher=launcher_from_args(args),
     )
     if "markdown" in result.paths:
         print(result.paths["markdown"].read_text())
