@@ -194,10 +194,16 @@ class SlurmLauncher(Launcher):
         state = "unknown state"
         with suppress(Exception):
             state = str(job.state)
-        return (
-            f"Slurm job {job.job_id} ended ({state}) without a result or an error; its log is "
-            f"{job.paths.stderr} (if that is missing, the node could not write there: {_SHARED})"
-        )
+        log_path = Path(job.paths.stderr)
+        try:  # the error a job raised before its cell started (a worker that cannot see --out)
+            lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+        except OSError:
+            return (
+                f"Slurm job {job.job_id} ended ({state}) without a result, an error or its log "
+                f"{log_path}: the node could not write there, and {_SHARED}"
+            )
+        last = lines[-1] if lines else "(empty log)"
+        return f"Slurm job {job.job_id} ended ({state}) without a result; its log {log_path} ends: {last}"
 
     def _launch(self, tasks: list[CellTask], report: Report) -> list[CellTask]:
         if not tasks:
