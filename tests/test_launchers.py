@@ -474,28 +474,22 @@ def test_slurm_job_that_fails_once_is_resubmitted_with_the_submit_options(
 
 @pytest.mark.timeout(300)
 def test_slurm_job_on_a_node_without_the_out_folder_fails_in_one_line(tmp_path):
-    out = tmp_path / "out"
+    out, grid = tmp_path / "out", _grid(tmp_path, attention=["se"])
     executor = _local_executor(tmp_path / "jobs")
     # the job's node has no shared storage: the runner's folder is not what it sees at that path
     executor.update_parameters(setup=[f"rm -f {out / OUT_ID_FILE}"])
-    launcher = SlurmLauncher(executor=executor, resubmits=0, poll_s=0.2)
-    result = run_grid(_grid(tmp_path, attention=["se"]), out, launcher=launcher, progress=False)
+    detached = SlurmLauncher(executor=executor, wait=False)
+    first = run_grid(grid, out, launcher=detached, progress=False)  # submits and returns
+    (cell_dir,) = out.glob("cells/*")
+    assert first.pending == [cell_dir.name] and not first.failed and not first.rows
+    job_id = json.loads((cell_dir / "job.json").read_text())["job_id"]
+    launcher = SlurmLauncher(executor=_local_executor(tmp_path / "jobs"), resubmits=0, poll_s=0.2)
+    result = run_grid(grid, out, launcher=launcher, progress=False)  # a later run collects it
+    assert json.loads((cell_dir / "job.json").read_text())["job_id"] == job_id  # waited for
     (error,) = result.failed.values()
+    assert error.startswith(f"Slurm job {job_id} ended") and len(error.splitlines()) == 1
     assert "does not see the runner's out folder" in error
     assert "must be on storage all workers see" in error
-    assert (
-        main(
-            [
-                "ablate",
-                str(_grid(tmp_path, attention=["se"])),
-                "--out",
-                str(tmp_path / "o"),
-                "--launcher",
-                "local",
-            ]
-        )
-        == 0
-    )  # the same cell runs where the folder is seen
 
 
 @pytest.mark.timeout(300)
