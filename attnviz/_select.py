@@ -7,8 +7,6 @@ import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from torch import nn
-
 from .errors import UnknownNameError
 
 __all__ = ["closest", "glob_to_regex", "is_glob", "unknown_name_error"]
@@ -84,4 +82,6 @@ def type_name(t: type) -> str:
 
 
 def is_module_type(x: object) -> bool:
+    from torch import nn
+
     return isinstance(x, type) and issubclass(x, nn.Module)

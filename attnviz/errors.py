@@ -20,6 +20,7 @@ __all__ = [
     "FileFormatError",
     "GridError",
     "InputContractError",
+    "LaunchError",
     "RecipeError",
     "StatisticsError",
     "SurgeryError",
@@ -66,6 +67,10 @@ class RecipeError(AttnvizError):
 
 class GridError(AttnvizError):
     """An ablation grid that cannot run; raised before any cell starts."""
+
+
+class LaunchError(AttnvizError):
+    """Cells that cannot be launched: a missing extra, an unreachable cluster, an unshared out folder."""
 
 
 class TrainError(AttnvizError):

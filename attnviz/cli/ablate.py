@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._launchers import add_launcher_arguments
+
 HELP = "run an ablation grid (recipes x attention x placement x kwargs x seeds)"
 
 
@@ -15,13 +17,19 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--torchrun", type=int, metavar="N", help="train each cell as an N-process torchrun job"
     )
     p.add_argument("--device", help="cpu, cuda, ...")
+    add_launcher_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..study.ablate import run_grid
+    from ._launchers import launcher_from_args
 
     result = run_grid(
-        args.grid, args.out, workers=args.workers, torchrun=args.torchrun, device=args.device
+        args.grid,
+        args.out,
+        torchrun=args.torchrun,
+        device=args.device,
+        launcher=launcher_from_args(args),
     )
     if "markdown" in result.paths:
         print(result.paths["markdown"].read_text())

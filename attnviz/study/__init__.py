@@ -1,6 +1,24 @@
-"""Studies built from the library: the demo and ablation grids."""
+"""Studies built from the library: the demo and ablation grids, and where their cells run.
 
-from .ablate import AblationResult, run_grid
-from .grid import Cell, Grid, GridError, load_grid
+Names load their module on first use (the command line's ``--help`` imports no torch).
+"""
 
-__all__ = ["AblationResult", "Cell", "Grid", "GridError", "load_grid", "run_grid"]
+from .._lazy import lazy_exports
+
+_NAMES = {
+    "AblationResult": ".ablate",
+    "run_grid": ".ablate",
+    "Cell": ".grid",
+    "Grid": ".grid",
+    "load_grid": ".grid",
+    "GridError": "..errors",
+    "Launcher": ".launchers",
+    "LocalLauncher": ".launchers",
+    "RayLauncher": ".launchers",
+    "SlurmLauncher": ".launchers",
+    "make_launcher": ".launchers",
+}
+
+__all__ = sorted(_NAMES)
+
+__getattr__, __dir__ = lazy_exports(__name__, _NAMES, globals())

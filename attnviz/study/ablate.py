@@ -2,9 +2,10 @@
 
 A cell is finished when ``cells/<id>/result.json`` exists (written atomically,
 last): a restarted run skips finished cells and re-runs the others, whose
-training resumes from its own checkpoints. Cells run in worker processes
-(``workers``), and a cell's training can run as a ``torchrun`` job. The
-results become one CSV, one markdown table and plots.
+training resumes from its own checkpoints. Where cells run is the launcher's
+business (:mod:`attnviz.study.launchers`: this machine, Ray, Slurm), and a
+cell's training can run as a ``torchrun`` job. The results become one CSV, one
+markdown table and plots.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
-import traceback
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,8 @@ from .._atomic import atomic_write_json
 from ..errors import FileFormatError
 from ..fileformats import read_json
 from .grid import Cell, Grid, load_grid
+from .launchers import CellTask, Launcher, resolve_launcher
+from .launchers.worker import out_folder_id
 
 __all__ = ["AblationResult", "run_grid"]
 
@@ -59,6 +59,7 @@ class AblationResult:
     summary: list[dict[str, Any]]
     failed: dict[str, str]
     paths: dict[str, Path]
+    pending: list[str] = field(default_factory=list)  # cells still queued or running elsewhere
 
 
 def _cell_recipe(grid: Grid, cell: Cell) -> dict[str, Any]:
@@ -194,16 +195,6 @@ def run_cell(
     record = {**cell.to_dict(), "metrics": metrics}
     atomic_write_json(out / "result.json", record, default=str)
     return record
-
-
-def _job(
-    grid: Grid, cell: Cell, out: str, device: str | None, torchrun: int | None, threads: int
-) -> dict[str, Any]:
-    """Worker-process entry: one cell with a fixed number of threads."""
-    import torch
-
-    torch.set_num_threads(threads)
-    return run_cell(grid, cell, Path(out), device=device, torchrun=torchrun)
 
 
 def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -375,18 +366,23 @@ def run_grid(
     torchrun: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    launcher: str | Launcher = "local",
 ) -> AblationResult:
     """Run every unfinished cell of ``grid`` into ``out`` and write the tables and plots.
 
-    ``workers`` cells run at once in separate processes (threads are split
-    between them); ``torchrun=N`` trains each cell as an N-process torchrun job.
-    A cell that fails is recorded in ``cells/<id>/error.txt`` and re-run next time.
+    ``launcher`` says where cells run: ``"local"`` (``workers`` cells at once in
+    separate processes, threads split between them), ``"ray"``, ``"slurm"``, or a
+    launcher object (:mod:`attnviz.study.launchers`) with its options;
+    ``torchrun=N`` trains each cell as an N-process torchrun job. A cell that
+    fails is recorded in ``cells/<id>/error.txt`` and re-run next time.
     """
     grid = load_grid(grid) if not isinstance(grid, Grid) else grid
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if torchrun is not None and torchrun < 1:
         raise ValueError(f"torchrun must be >= 1 processes, got {torchrun}")
+    launcher = resolve_launcher(launcher, workers=workers)
+    launcher.check(torchrun=torchrun, device=device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = grid.cells()
@@ -399,57 +395,40 @@ def run_grid(
     done = len(cells) - len(todo)
     log = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
     log(
-        f"ablation {grid.name}: {len(cells)} cells, {done} already finished, {len(todo)} to run ({workers} worker(s))"
+        f"ablation {grid.name}: {len(cells)} cells, {done} already finished, {len(todo)} to run ({launcher.describe()})"
     )
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(cells), initial=done, desc="cells", unit="cell", disable=not progress)
-    threads = max(1, (os.cpu_count() or 1) // workers)
 
-    def failed(cell: Cell, exc: BaseException | str) -> None:
-        text = exc if isinstance(exc, str) else "".join(traceback.format_exception(exc))
-        atomic_write_json(
-            out / "cells" / cell.id / "error.json",
-            {"cell": cell.to_dict(), "error": str(text).strip().splitlines()[-1]},
-        )
-        (out / "cells" / cell.id / "error.txt").write_text(str(text))
-        log(f"cell {cell.setting} seed {cell.seed} FAILED: {str(text).strip().splitlines()[-1]}")
+    def finished(task: CellTask, error: str | None) -> None:
+        if error is None and not (task.cell_dir / "result.json").is_file():
+            error = f"the cell reported success but the runner sees no {task.cell_dir / 'result.json'}: the --out folder must be on storage the runner and all workers see"
+        if error is not None:
+            atomic_write_json(
+                task.cell_dir / "error.json",
+                {"cell": task.cell.to_dict(), "error": error.strip().splitlines()[-1]},
+            )
+            (task.cell_dir / "error.txt").write_text(error)
+            log(
+                f"cell {task.cell.setting} seed {task.cell.seed} FAILED: {error.strip().splitlines()[-1]}"
+            )
+        bar.update()
 
     for cell in todo:
         (out / "cells" / cell.id / "error.txt").unlink(missing_ok=True)
         (out / "cells" / cell.id / "error.json").unlink(missing_ok=True)
-    if workers == 1:
-        for cell in todo:
-            bar.set_postfix_str(f"{cell.setting} s{cell.seed}")
-            try:
-                run_cell(
-                    grid,
-                    cell,
-                    out / "cells" / cell.id,
-                    device=device,
-                    torchrun=torchrun,
-                    progress=progress,
-                )
-            except Exception as exc:  # recorded; the other cells go on
-                failed(cell, exc)
-            bar.update()
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {
-                pool.submit(_job, grid, c, str(out / "cells" / c.id), device, torchrun, threads): c
-                for c in todo
-            }
-            for fut in as_completed(futures):
-                cell = futures[fut]
-                try:
-                    fut.result()
-                except Exception as exc:
-                    failed(cell, exc)
-                bar.update()
+    root = str(out.resolve())
+    out_id = out_folder_id(out) if todo else ""
+    tasks = [CellTask(grid, c, root, out_id, run_cell, device, torchrun, progress) for c in todo]
+    pending = launcher.launch(tasks, finished)
     bar.close()
     result = collect(grid, out)
+    result.pending = [t.cell.id for t in pending]
     if result.failed:
         log(f"{len(result.failed)} cell(s) failed (re-run to retry): {sorted(result.failed)}")
+    if result.pending:
+        log(
+            f"{len(result.pending)} cell(s) still queued or running (job ids in cells/<id>/job.json): run the same command again to collect them"
+        )
     return result
