@@ -55,7 +55,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attnviz.cam import compute_cam, minmax_per_image
+from attnviz.cam import compute_cam, minmax
 
 GRADIENT = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"]
 LAYERS = ["layer3", "layer4"]
@@ -137,7 +137,7 @@ def references(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor):
                 x, target=targets, relu_attributions=True
             )
             attr = LayerAttribution.interpolate(attr, tuple(x.shape[-2:]), "bilinear")
-            return minmax_per_image(attr[:, 0].detach())
+            return minmax(attr[:, 0].detach(), flat="zero")
 
         out["captum"] = captum
     except ImportError:
@@ -251,7 +251,7 @@ def check_maps(model, x, targets, refs) -> bool:
     ok = True
     for name, fn in refs.items():
         ref = fn().to(x.device).float()
-        mine = minmax_per_image(ours.raw) if name == "torchcam" else ours.maps
+        mine = minmax(ours.raw, flat="zero") if name == "torchcam" else ours.maps
         diff = float((mine - ref).abs().max())
         ok &= diff < TOL
         print(

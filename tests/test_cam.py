@@ -16,7 +16,7 @@ import torchvision
 from torch import nn
 
 from attnviz import insert_attention
-from attnviz.cam import CamResult, compute_cam, minmax_per_image, normalize_shared, resize_maps
+from attnviz.cam import CamResult, compute_cam, minmax, normalize_shared, resize_maps
 from attnviz.cam.methods import GRADIENT_METHODS, METHODS
 from attnviz.intermediates import with_intermediates
 
@@ -75,7 +75,7 @@ def test_layer_modified_in_place_later_matches_out_of_place_reference(resnet18, 
 
     r = compute_cam(resnet18, x64, "layer1.0.bn2", "gradcam", targets)
     torch.testing.assert_close(r.raw, ref_raw, atol=1e-6, rtol=1e-5)
-    ref_maps = minmax_per_image(resize_maps(ref_raw, (64, 64)))
+    ref_maps = minmax(resize_maps(ref_raw, (64, 64)), flat="zero")
     assert (r.maps - ref_maps).abs().max() < 1e-5
 
 
@@ -98,7 +98,7 @@ def test_gradcampp_is_eq19_at_any_logit_scale(resnet18, x64, scale):
     # (pytorch-grad-cam's +1e-6 dominates whenever g² < 1e-6, e.g. at scale 1e-3).
     model = Scaled(resnet18, scale)
     targets = [1, 5]
-    ref = minmax_per_image(eq19_float64(model, x64, "net.layer4", targets)).float()
+    ref = minmax(eq19_float64(model, x64, "net.layer4", targets), flat="zero").float()
     r = compute_cam(model, x64, "net.layer4", "gradcam++", targets, size="layer")
     assert (r.maps - ref).abs().max() < 1e-5
 
@@ -107,11 +107,11 @@ def test_gradcampp_scale_dependence_is_in_eq19_itself(resnet18, x64):
     # The brief asked for invariance to logits x1000. Eq. 19 is not invariant: for g != 0,
     # alpha = 1 / (2 + s * sum(A) * g) for logits scaled by s. This documents that the
     # difference is the formula's, measured on the exact float64 formula (no eps at all).
-    a = minmax_per_image(eq19_float64(resnet18, x64, "layer4", [1, 5]))
-    b = minmax_per_image(eq19_float64(Scaled(resnet18, 1e3), x64, "net.layer4", [1, 5]))
+    a = minmax(eq19_float64(resnet18, x64, "layer4", [1, 5]), flat="zero")
+    b = minmax(eq19_float64(Scaled(resnet18, 1e3), x64, "net.layer4", [1, 5]), flat="zero")
     assert (a - b).abs().max() > 1e-2
     # ...while scaling down only moves it towards the alpha = 1/2 limit: small change.
-    c = minmax_per_image(eq19_float64(Scaled(resnet18, 1e-3), x64, "net.layer4", [1, 5]))
+    c = minmax(eq19_float64(Scaled(resnet18, 1e-3), x64, "net.layer4", [1, 5]), flat="zero")
     assert (a - c).abs().max() < 5e-2
 
 
@@ -446,7 +446,7 @@ def test_result_access(resnet18, x64):
     assert r["layercam", "layer3"] is r.by_layer["layer3"]["layercam"]
     assert r["gradcam"] is r.fused_maps["gradcam"]
     manual = (r["gradcam", "layer3"] + r["gradcam", "layer4"]) / 2
-    torch.testing.assert_close(r["gradcam"], minmax_per_image(manual))
+    torch.testing.assert_close(r["gradcam"], minmax(manual, flat="zero"))
     for attr in ("maps", "raw", "fused"):
         with pytest.raises(ValueError, match="result"):
             getattr(r, attr)
@@ -468,7 +468,7 @@ def test_normalize_options(resnet18, x64):
     assert torch.allclose(per.maps.flatten(1).amin(1), torch.zeros(4))
     torch.testing.assert_close(none.maps, resize_maps(none.raw, (64, 64)))
     torch.testing.assert_close(shared.maps, none.maps / none.maps.max())
-    torch.testing.assert_close(minmax_per_image(none.maps), per.maps, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(minmax(none.maps, flat="zero"), per.maps, atol=1e-6, rtol=1e-5)
     signed = compute_cam(resnet18, x, relu=False, normalize="none", **kw)
     assert signed.maps.min() < 0
 

@@ -22,7 +22,7 @@ import torch
 import torchvision
 from torch import nn
 
-from attnviz.cam import compute_cam, minmax_per_image, resize_maps
+from attnviz.cam import compute_cam, minmax, resize_maps
 
 from .conftest import Scaled
 
@@ -119,7 +119,7 @@ def test_eigencam_matches_pytorch_grad_cam_up_to_the_svd_sign(arch):
             assert np.abs(ours.maps[i].numpy() - ref[i]).max() < TOL
         else:  # pgc's map is the ReLU of the other side
             flipped = compute_cam(model, x[i : i + 1], "layer4", "eigencam", relu=False)
-            other = minmax_per_image((-flipped.maps).clamp(min=0))
+            other = minmax((-flipped.maps).clamp(min=0), flat="zero")
             assert np.abs(other[0].numpy() - ref[i]).max() < 1e-3
 
 
@@ -169,7 +169,7 @@ def test_gradcam_matches_torchcam_and_captum(layer):
         x, target=targets, relu_attributions=True
     )
     attr = captum.LayerAttribution.interpolate(attr, x.shape[-2:], "bilinear")[:, 0]
-    assert (at_input.maps - minmax_per_image(attr.detach())).abs().max() < TOL
+    assert (at_input.maps - minmax(attr.detach(), flat="zero")).abs().max() < TOL
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -245,7 +245,7 @@ def test_eigen_smooth_matches_pytorch_grad_cam_up_to_the_svd_sign(method):
     signed = compute_cam(
         model, x, "layer3", method, [1, 5], eigen_smooth=True, relu=False, normalize="none"
     )
-    other = minmax_per_image(resize_maps((-signed.raw).clamp(min=0), x.shape[-2:]))
+    other = minmax(resize_maps((-signed.raw).clamp(min=0), x.shape[-2:]), flat="zero")
     mm = copy.deepcopy(model)
     with PGC[method](mm, [mm.layer3]) as cam:
         ref = cam(x, [ClassifierOutputTarget(1), ClassifierOutputTarget(5)], eigen_smooth=True)

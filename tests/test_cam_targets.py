@@ -24,7 +24,7 @@ from attnviz.cam import (
     SegmentationTarget,
     SoftmaxTarget,
     compute_cam,
-    minmax_per_image,
+    minmax,
     resize_maps,
 )
 from attnviz.errors import CamError, UnknownNameError
@@ -285,7 +285,7 @@ def test_reshape_transform_on_a_vit_matches_pytorch_grad_cam(method, monkeypatch
         signed = compute_cam(
             vit, x, layer, method, relu=False, normalize="none", size="layer", reshape_transform=rt
         )
-        other = minmax_per_image(resize_maps((-signed.raw).clamp(min=0), (32, 32))).numpy()
+        other = minmax(resize_maps((-signed.raw).clamp(min=0), (32, 32)), flat="zero").numpy()
         diff = np.minimum(diff, np.abs(other - ref).max((1, 2)))
     assert diff.max() < TOL, method
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._capture import build_capture
+from .._maps import minmax
 from ..cam.methods import ACTIVATION_METHODS, GRADIENT_METHODS
 from ..errors import AttnvizError, DataError, InputContractError
 from ..inputs import InputContract, common_contract
@@ -36,7 +37,6 @@ from ..metrics import (
     FeatureStats,
     GateStats,
     LinearCKA,
-    minmax_per_image,
     pearson_per_image,
 )
 from .comparison import Comparison
@@ -378,7 +378,7 @@ def compare(
                 act = act.detach()
                 for i, m in enumerate(methods):
                     raw = _maps(m, act, grad, size)
-                    cams = minmax_per_image(raw)
+                    cams = minmax(raw, flat="one", tol_ulps=0)
                     acc["concentration"][n][m].update(cams)
                     if batch_masks is not None:
                         acc["localisation"][n][m].update(cams, batch_masks, labels)
@@ -404,11 +404,12 @@ def compare(
                 del values, act, grad, x
             if len(names) > 1:
                 first_method = methods[0]
-                base_norm = minmax_per_image(panel_cams[baseline])
+                base_norm = minmax(panel_cams[baseline], flat="one", tol_ulps=0)
                 corr = torch.stack(
                     [
                         pearson_per_image(
-                            minmax_per_image(panel_cams[n]).flatten(1), base_norm.flatten(1)
+                            minmax(panel_cams[n], flat="one", tol_ulps=0).flatten(1),
+                            base_norm.flatten(1),
                         )
                         for n in names[1:]
                     ]

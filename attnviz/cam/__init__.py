@@ -15,10 +15,11 @@ in :mod:`attnviz.cam.methods`), with pytorch-grad-cam's ``aug_smooth`` and
 one scale.
 """
 
+from .._maps import minmax, resize_maps
 from ._cache import clear_cache
 from .engine import compute_cam
 from .methods import METHODS
-from .normalize import minmax_per_image, normalize_shared, resize_maps
+from .normalize import normalize_shared
 from .result import CamResult
 from .targets import SegmentationTarget, SoftmaxTarget
 
@@ -29,7 +30,7 @@ __all__ = [
     "SoftmaxTarget",
     "clear_cache",
     "compute_cam",
-    "minmax_per_image",
+    "minmax",
     "normalize_shared",
     "resize_maps",
 ]

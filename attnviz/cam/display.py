@@ -27,10 +27,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
+from .._maps import minmax
 from ..errors import AttnvizError, CamError
 from ..plots import cam_grid, figure_to_png_bytes, overlay_batch
 from ..plots.cams import Denormalize
-from .normalize import minmax_per_image
 
 if TYPE_CHECKING:
     from .result import CamResult
@@ -200,13 +200,13 @@ def _images(
     t = t.float()
     if t.numel() and float(t.amin()) >= 0.0 and float(t.amax()) <= 1.0:
         return t, None
-    return minmax_per_image(t.cpu()), None
+    return minmax(t.cpu(), flat="zero"), None
 
 
 def _displayable(maps: Tensor) -> Tensor:
     m = maps.detach().float().cpu()
     if m.numel() and (float(m.amin()) < 0.0 or float(m.amax()) > 1.0):
-        return minmax_per_image(m)
+        return minmax(m, flat="zero")
     return m
 
 

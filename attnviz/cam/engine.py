@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from .._maps import minmax, resize_maps
 from .._select import is_glob
 from .._tail import LayerTail
 from ..errors import CamError
@@ -29,7 +30,7 @@ from ..intermediates import IntermediateModel
 from ._cache import capturing, tail_of
 from .augment import AUGMENTATIONS, augment, deaugment
 from .methods import METHODS
-from .normalize import apply_normalize, minmax_per_image, resize_maps
+from .normalize import apply_normalize
 from .options import Size, check_images, check_options, layer_names, method_names
 from .outputs import OutputChoice, select_output
 from .passes import SMOOTHGRAD, Chunk, ChunkRun, Transform, need_index
@@ -284,7 +285,7 @@ def _assemble(
             continue
         target = out_size([tuple(r.shape[-2:]) for r in per_layer.values()])
         mean = torch.stack(
-            [minmax_per_image(resize_maps(r, target)) for r in per_layer.values()]
+            [minmax(resize_maps(r, target), flat="zero") for r in per_layer.values()]
         ).mean(dim=0)
         fused[m] = normalized(mean)
     if versions > 1:

@@ -1,4 +1,4 @@
-"""Scaling and resizing CAM maps: per-image min-max, one shared scale, bilinear resize.
+"""Scaling CAM maps: per-image min-max (:func:`attnviz._maps.minmax`), one shared scale.
 
 Every function takes maps ``[B, h, w]`` and works on whole batches at once. A map
 with no variation (all-zero gradients, a dead layer, a 1x1 layer) comes out as
@@ -11,37 +11,19 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .._maps import minmax
 
 if TYPE_CHECKING:
     from .result import CamResult
 
-__all__ = ["NORMALIZE_CHOICES", "minmax_per_image", "normalize_shared", "resize_maps", "scale_by"]
+__all__ = ["NORMALIZE_CHOICES", "apply_normalize", "normalize_shared", "scale_by", "shared_scale"]
 
 #: Valid values of ``compute_cam(normalize=...)``.
 NORMALIZE_CHOICES = ("per_image", "none", "shared")
 
-_FLAT_ULPS = 16  # a span within this many ulps of the map's magnitude is rounding noise
-
 T = TypeVar("T", Tensor, "CamResult")
-
-
-def minmax_per_image(maps: Tensor) -> Tensor:
-    """Scale each map of ``[B, ...]`` to [0, 1] by its own min and max.
-
-    A flat map (max - min within rounding noise of its magnitude, e.g. a constant
-    map upsampled from 1x1) becomes all zeros: it carries no localisation, and
-    dividing by its span would turn rounding noise into a full-range map.
-    """
-    flat = maps.flatten(1)
-    lo = flat.amin(dim=1, keepdim=True)
-    hi = flat.amax(dim=1, keepdim=True)
-    span = hi - lo
-    tol = _FLAT_ULPS * torch.finfo(maps.dtype).eps * torch.maximum(lo.abs(), hi.abs())
-    varies = span > tol
-    out = (flat - lo) / torch.where(varies, span, torch.ones_like(span))
-    return torch.where(varies, out, torch.zeros_like(out)).view_as(maps)
 
 
 def scale_by(maps: Tensor, scale: Tensor | float) -> Tensor:
@@ -121,24 +103,10 @@ def _shared_results(results: list[CamResult]) -> list[CamResult]:
     ]
 
 
-def resize_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize of ``[B, h, w]`` to ``size`` (``align_corners=False``, no antialias).
-
-    The same resampling as the references (``cv2.resize`` ``INTER_LINEAR`` in
-    pytorch-grad-cam, ``F.interpolate(..., "bilinear")`` in torchcam and captum).
-    Returns ``maps`` itself when it already has that size.
-    """
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[
-        :, 0
-    ]
-
-
 def apply_normalize(maps: Tensor, normalize: str) -> Tensor:
     """One of :data:`NORMALIZE_CHOICES` on a batch of maps (``shared``: one scale over the batch)."""
     if normalize == "per_image":
-        return minmax_per_image(maps)
+        return minmax(maps, flat="zero")
     if normalize == "shared":
         return scale_by(maps, maps.abs().amax() if maps.numel() else 0.0)
     return maps

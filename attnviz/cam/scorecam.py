@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .normalize import minmax_per_image
+from .._maps import minmax
 
 __all__ = ["SCORECAM_WEIGHTS", "scorecam_weights"]
 
@@ -65,7 +65,7 @@ def scorecam_weights(
         masks = flat[start:stop]
         if tuple(masks.shape[-2:]) != size:
             masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
-        masks = minmax_per_image(masks)
+        masks = minmax(masks, flat="zero")
         who = owner[start:stop]
         output = forward(images[who] * masks.to(images.dtype))
         scores[start:stop] = score(output, who).float()

@@ -13,8 +13,8 @@ per-image values that the per-image accumulators' ``update`` returns; the layer 
 intervals of their own.
 """
 
+from .._maps import average_ranks
 from ._base import Accumulator, describe
-from ._maps import average_ranks, minmax_per_image
 from .bootstrap import BootstrapMean, PairedAccuracy, PairedDifference, bootstrap_difference
 from .cams import CamAgreement, CamConcentration, pearson_per_image, spearman_per_image, top_iou
 from .classification import ClassificationStats
@@ -57,7 +57,6 @@ __all__ = [
     "gaussian_blur",
     "hsic_unbiased",
     "linear_gram",
-    "minmax_per_image",
     "pearson_per_image",
     "pointing_hits",
     "spatial_entropy",

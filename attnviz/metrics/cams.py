@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._maps import average_ranks, descending_order, normalized_entropy
 from ._base import Accumulator, ratio
 from ._checks import as_maps, check_same_shape
-from ._maps import average_ranks, descending_order, normalised_entropy
 
 __all__ = ["CamAgreement", "CamConcentration", "pearson_per_image", "spearman_per_image", "top_iou"]
 
@@ -140,7 +140,7 @@ class CamConcentration(Accumulator):
         s = as_maps(owner, "cams", cams).detach().flatten(1)
         if s.shape[1] < 2:
             raise ValueError(f"{owner}: `cams` has shape {tuple(cams.shape)}; needs H × W ≥ 2")
-        ent = normalised_entropy(s.clamp(min=0))
+        ent = normalized_entropy(s.clamp(min=0))
         ok = torch.isfinite(ent)
         st = self._running(s.device)
         st["n_images"].add_(s.shape[0])

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._maps import descending_order, minmax, resize_maps
 from ._base import Accumulator, ratio
 from ._checks import as_maps, check_float, check_tensor
-from ._maps import descending_order, minmax_per_image, resize_maps
 
 __all__ = [
     "ConfidenceStats",
@@ -298,7 +298,7 @@ def confidence_drop_increase(
     owner = "confidence_drop_increase"
     x, s, tgt = _check_inputs(owner, images, cams, targets, batch_size)
     y, tgt = _target_scores(model_fn, x, tgt, apply_softmax, batch_size, owner)
-    e = x * minmax_per_image(s)[:, None].to(x.dtype)
+    e = x * minmax(s, flat="one", tol_ulps=0)[:, None].to(x.dtype)
     o, _ = _target_scores(model_fn, e, tgt, apply_softmax, batch_size, owner)
     return {
         "drop": (y - o).clamp(min=0) / y,

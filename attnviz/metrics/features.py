@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._maps import normalized_entropy
 from ._base import Accumulator, ratio
 from ._checks import check_float, check_tensor
-from ._maps import normalised_entropy
 from ._resampling import KEYS_STATE, Resampling, check_index
 
 __all__ = ["FeatureStats", "channel_gini", "spatial_entropy"]
@@ -42,7 +42,7 @@ def spatial_entropy(x: Tensor) -> Tensor:
     (1: energy spread evenly over positions, 0: all in one position). All-zero images give NaN.
     """
     energy = x.square().sum(dim=1).flatten(1)
-    return normalised_entropy(energy)
+    return normalized_entropy(energy)
 
 
 #: Per-image sums kept in ``B`` weighted copies when ``replicates`` is set (row order).
@@ -142,7 +142,7 @@ class FeatureStats(Accumulator):
         # per-channel partial sums in the input dtype (H x W terms each), totals in float64
         channel_energy = sq.sum(dim=(2, 3))
         gini = _gini(channel_energy)
-        ent = normalised_entropy(sq.sum(dim=1).flatten(1))
+        ent = normalized_entropy(sq.sum(dim=1).flatten(1))
         alive = torch.isfinite(gini) & torch.isfinite(ent)
         idx = None
         if self.resampling is not None:

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._maps import minmax
 from ._base import Accumulator, ratio
 from ._checks import as_maps, check_same_shape, check_tensor, class_index
-from ._maps import minmax_per_image
 
 __all__ = ["CamLocalisation", "energy_share", "pointing_hits", "threshold_iou"]
 
@@ -35,13 +35,13 @@ def energy_share(cams: Tensor, masks: Tensor) -> Tensor:
 
     A constant map becomes uniform (all ones), giving the mask's area fraction.
     """
-    s = minmax_per_image(cams.to(torch.float64)).flatten(1)
+    s = minmax(cams.to(torch.float64), flat="one", tol_ulps=0).flatten(1)
     return (s * masks.flatten(1)).sum(dim=1) / s.sum(dim=1)
 
 
 def threshold_iou(cams: Tensor, masks: Tensor, threshold: float = 0.5) -> Tensor:
     """IoU per image ``[B]`` of ``{S ≥ threshold}`` (``S`` = per-image min-max of the map) with the mask."""
-    sel = (minmax_per_image(cams.to(torch.float64)) >= threshold).flatten(1)
+    sel = (minmax(cams.to(torch.float64), flat="one", tol_ulps=0) >= threshold).flatten(1)
     m = masks.flatten(1)
     inter = (sel & m).sum(dim=1).to(torch.float64)
     union = (sel | m).sum(dim=1).to(torch.float64)

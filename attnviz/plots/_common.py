@@ -132,15 +132,6 @@ def to_uint8(x01: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x01, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinearly resize ``maps`` [N, h, w] to [N, *size] (torch, ``align_corners=False``)."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float64))[:, None]
-    t = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
-    return t[:, 0].numpy()
-
-
 # --------------------------------------------------------------------------- layout
 
 

@@ -18,6 +18,7 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec, SubplotSpec
 
+from .._maps import resize_maps
 from ..errors import AttnvizError
 from ._common import (
     ArrayLike,
@@ -27,7 +28,6 @@ from ._common import (
     get_cmap,
     new_figure,
     plain_axes,
-    resize_maps,
     to_numpy,
     trim_to_images,
 )
