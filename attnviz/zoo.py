@@ -29,7 +29,7 @@ __all__ = [
     "create_model",
     "meta_state_shapes",
     "read_state_dict",
-    "recognise_base",
+    "recognize_base",
     "resolve_factory",
 ]
 
@@ -110,7 +110,7 @@ def create_model(
     fine-tuning ImageNet weights on another dataset (timm does the same itself).
 
     >>> m = create_model("torchvision:resnet18", num_classes=10)
-    >>> recognise_base(m)
+    >>> recognize_base(m)
     {'ref': 'torchvision:resnet18', 'kwargs': {'num_classes': 10}}
     """
     source, name = _split(ref)
@@ -322,7 +322,7 @@ def meta_state_shapes(ref: str, kwargs: Mapping[str, Any]) -> dict[str, tuple[in
     return _state_shapes(built) if isinstance(built, nn.Module) else None
 
 
-def recognise_base(
+def recognize_base(
     model: nn.Module,
     *,
     cheap: bool = False,

@@ -76,7 +76,7 @@ def test_summary_and_table(result, models):
         "gate.mean",
         "gate.class_specificity",
         "cam.gradcam.pearson",
-        "localisation.gradcam.pointing_game",
+        "localization.gradcam.pointing_game",
     } <= metrics
     assert {
         "faithfulness.deletion_auc",
@@ -212,7 +212,7 @@ def test_dataloader_masks_max_images_and_methods(models, data):
     )
     assert res.n_images == 12
     assert set(res.results["se"]["cam"]) == {"gradcam++", "layercam", "eigencam"}
-    assert "localisation" not in res.results["se"]["cam"]["layercam"]
+    assert "localization" not in res.results["se"]["cam"]["layercam"]
     assert res.summary()[0]["pointing_game"] is None
 
 

@@ -196,7 +196,7 @@ def test_background_and_colour_do_not_predict_the_class():
     order = np.random.default_rng(0).permutation(len(ds))  # labels are index % k
     y = np.array(ds.targets)[order]
     tint = np.random.default_rng(1).uniform(-50, 50, size=(k, 3))
-    bg_feats, tinted_feats, colour_feats = [], [], []
+    bg_feats, tinted_feats, color_feats = [], [], []
     for i in order:
         # The same scene with the object left out: only background, clutter, noise.
         bg, label, mask = ds.render(int(i), draw_object=False)
@@ -205,14 +205,14 @@ def test_background_and_colour_do_not_predict_the_class():
         tinted = np.clip(bg + tint[label], 0, 255).astype(np.uint8)
         tinted_feats.append(_image_features(tinted))
         img, _, _ = ds.render(int(i))
-        colour_feats.append(img[mask].mean(0))  # the object's own colour
+        color_feats.append(img[mask].mean(0))  # the object's own colour
     chance, margin = 1 / k, 0.06  # binomial std at n=400 is 0.015
     bg_acc = _probe_accuracy(np.array(bg_feats), y, k, n_train)
-    colour_acc = _probe_accuracy(np.array(colour_feats), y, k, n_train)
+    color_acc = _probe_accuracy(np.array(color_feats), y, k, n_train)
     tinted_acc = _probe_accuracy(np.array(tinted_feats), y, k, n_train)
-    accs = {"background": bg_acc, "object colour": colour_acc, "tinted": tinted_acc}
+    accs = {"background": bg_acc, "object colour": color_acc, "tinted": tinted_acc}
     assert bg_acc <= chance + margin, accs
-    assert colour_acc <= chance + margin, accs
+    assert color_acc <= chance + margin, accs
     assert tinted_acc >= chance + 0.15, accs
 
 

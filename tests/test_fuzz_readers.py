@@ -302,7 +302,7 @@ def test_fuzz_resume_from_a_mutated_checkpoint(examples, stopped_run, tmp_path, 
 
 @cases()
 def test_fuzz_ablation_cell_results(examples, tmp_path, monkeypatch):
-    from attnviz.study.ablate import _finished, _summarise
+    from attnviz.study.ablate import _finished, _summarize
     from attnviz.study.grid import Cell
 
     monkeypatch.chdir(tmp_path)
@@ -324,6 +324,6 @@ def test_fuzz_ablation_cell_results(examples, tmp_path, monkeypatch):
         with guarded(tmp_path):
             if _finished(folder, cell):
                 row = {**{k: v for k, v in doc.items() if k != "metrics"}, **doc["metrics"]}
-                _summarise([row])
+                _summarize([row])
 
     _run(examples, case)

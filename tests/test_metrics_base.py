@@ -48,8 +48,8 @@ def _data(name: str, n: int, gen: torch.Generator) -> tuple[Accumulator, list[An
         return M.CamAgreement(), [a, r(n, 6, 6)]
     if name == "CamConcentration":
         return M.CamConcentration(), [r(n, 6, 6) - 0.2]
-    if name == "CamLocalisation":
-        return M.CamLocalisation(num_classes=3), [r(n, 12, 12), r(n, 12, 12) > 0.7, lab(3)]
+    if name == "CamLocalization":
+        return M.CamLocalization(num_classes=3), [r(n, 12, 12), r(n, 12, 12) > 0.7, lab(3)]
     if name == "ClassificationStats":
         return M.ClassificationStats(top_k=2), [torch.randn(n, 5, generator=gen) * 2, lab(5)]
     if name == "FaithfulnessStats":
@@ -79,7 +79,7 @@ ALL = [
     "GateStats",
     "CamAgreement",
     "CamConcentration",
-    "CamLocalisation",
+    "CamLocalization",
     "ClassificationStats",
     "FaithfulnessStats",
     "ConfidenceStats",

@@ -48,7 +48,7 @@ def test_update_returns_the_per_image_values_behind_each_mean() -> None:
 
     cams, masks = torch.rand(n, 12, 12, generator=g), torch.rand(n, 12, 12, generator=g) > 0.7
     masks[3] = False  # nothing to point at: NaN for this image
-    loc = M.CamLocalisation()
+    loc = M.CamLocalization()
     v = loc.update(cams, masks)
     out = loc.compute()
     for key in ("pointing_game", "energy_pointing_game", "iou"):
@@ -104,7 +104,7 @@ def _per_image(
     with torch.no_grad():
         logits, cams = model(images), model.cam(images, labels)
     out = dict(accs["classification"].update(logits, labels))
-    out.update(accs["localisation"].update(cams, masks, labels))
+    out.update(accs["localization"].update(cams, masks, labels))
     out["drop"] = accs["confidence"].update(model, images, cams, labels)["drop"]
     return out
 
@@ -117,7 +117,7 @@ def test_per_image_values_feed_the_paired_accumulators_end_to_end() -> None:
         accs = {
             name: {
                 "classification": M.ClassificationStats(top_k=2),
-                "localisation": M.CamLocalisation(num_classes=4, tolerance=2),
+                "localization": M.CamLocalization(num_classes=4, tolerance=2),
                 "confidence": M.ConfidenceStats(),
             }
             for name in ("base", "variant")
@@ -138,7 +138,7 @@ def test_per_image_values_feed_the_paired_accumulators_end_to_end() -> None:
         # the paired means are the accumulators' own means, and so are their differences
         point = {
             name: {
-                **{k: a["localisation"].compute()[k] for k in metrics[1:4]},
+                **{k: a["localization"].compute()[k] for k in metrics[1:4]},
                 "true_confidence": a["classification"].compute()["mean_true_confidence"],
                 "drop": a["confidence"].compute()["average_drop_pct"] / 100,
                 "accuracy": a["classification"].compute()["accuracy"],

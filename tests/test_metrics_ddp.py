@@ -21,7 +21,7 @@ def _accumulators() -> dict[str, M.Accumulator]:
         "cka_matrix": M.CKAMatrix(),
         "gates": M.GateStats(num_classes=3, bins=8),
         "agreement": M.CamAgreement(),
-        "localisation": M.CamLocalisation(num_classes=3),
+        "localization": M.CamLocalization(num_classes=3),
         "classification": M.ClassificationStats(top_k=2),
     }
 
@@ -47,7 +47,7 @@ def _update(accs: dict[str, M.Accumulator], b: dict[str, torch.Tensor]) -> None:
     accs["cka_matrix"].update([b["feats"], b["other"]], [b["other"]])
     accs["gates"].update(b["gates"], b["labels"])
     accs["agreement"].update(b["cams"], b["ref"])
-    accs["localisation"].update(b["cams"], b["masks"], b["labels"])
+    accs["localization"].update(b["cams"], b["masks"], b["labels"])
     accs["classification"].update(b["logits"], b["labels"])
 
 

@@ -30,7 +30,7 @@ from ..intermediates import IntermediateModel
 from ..metrics import (
     CamAgreement,
     CamConcentration,
-    CamLocalisation,
+    CamLocalization,
     ClassificationStats,
     ConfidenceStats,
     FaithfulnessStats,
@@ -309,8 +309,8 @@ def compare(
             },
             "concentration": {n: {m: CamConcentration() for m in methods} for n in names},
             "agreement": {n: {m: CamAgreement() for m in methods} for n in names[1:]},
-            "localisation": {
-                n: {m: CamLocalisation(num_classes=num_classes) for m in methods} for n in names
+            "localization": {
+                n: {m: CamLocalization(num_classes=num_classes) for m in methods} for n in names
             },
             "faithfulness": {
                 n: FaithfulnessStats(
@@ -381,7 +381,7 @@ def compare(
                     cams = minmax(raw, flat="one", tol_ulps=0)
                     acc["concentration"][n][m].update(cams)
                     if batch_masks is not None:
-                        acc["localisation"][n][m].update(cams, batch_masks, labels)
+                        acc["localization"][n][m].update(cams, batch_masks, labels)
                     if n == baseline:
                         base_cams[m] = cams
                     else:
@@ -434,7 +434,7 @@ def compare(
         feature_example=feature_example,
         feature_layer=grid_layer,
         faithfulness=faithfulness and any(a.updated for a in acc["faithfulness"].values()),
-        has_masks=any(a.updated for per in acc["localisation"].values() for a in per.values()),
+        has_masks=any(a.updated for per in acc["localization"].values() for a in per.values()),
         n_images=seen,
         class_names=list(class_names) if class_names is not None else _attr(data, "class_names"),
         primary_method=first_method,

@@ -125,8 +125,8 @@ class Comparison:
                 entry = {"concentration": acc["concentration"][n][m].compute()}
                 if n in acc["agreement"] and acc["agreement"][n][m].updated:
                     entry["agreement"] = acc["agreement"][n][m].compute()
-                if has_masks and acc["localisation"][n][m].updated:
-                    entry["localisation"] = acc["localisation"][n][m].compute()
+                if has_masks and acc["localization"][n][m].updated:
+                    entry["localization"] = acc["localization"][n][m].compute()
                 r["cam"][m] = entry
             if faithfulness:
                 r["faithfulness"] = {
@@ -200,8 +200,8 @@ class Comparison:
                     "energy_pointing_game",
                     "iou",
                 ):
-                    if "localisation" in entry:
-                        add(n, layer, f"localisation.{m}.{k}", entry["localisation"].get(k))
+                    if "localization" in entry:
+                        add(n, layer, f"localization.{m}.{k}", entry["localization"].get(k))
             for k in (
                 "deletion_auc",
                 "insertion_auc",
@@ -237,9 +237,9 @@ class Comparison:
                 "latency_ms": r["cost"]["latency_ms"],
                 "mean_cka": _mean([v.get("cka") for v in r["cka"].values()]) if r["cka"] else None,
                 "cam_pearson": cam.get("agreement", {}).get("pearson"),
-                "pointing_game": cam.get("localisation", {}).get("pointing_game"),
-                "energy_pointing_game": cam.get("localisation", {}).get("energy_pointing_game"),
-                "cam_iou": cam.get("localisation", {}).get("iou"),
+                "pointing_game": cam.get("localization", {}).get("pointing_game"),
+                "energy_pointing_game": cam.get("localization", {}).get("energy_pointing_game"),
+                "cam_iou": cam.get("localization", {}).get("iou"),
                 "deletion_auc": r.get("faithfulness", {}).get("deletion_auc"),
                 "insertion_auc": r.get("faithfulness", {}).get("insertion_auc"),
                 "average_drop_pct": r.get("faithfulness", {}).get("average_drop_pct"),
@@ -387,7 +387,7 @@ def _definitions(
     if gate_acc is not None:
         out["gates"] = entry(gate_acc)
     if has_masks:
-        out["localisation"] = entry(acc["localisation"][base][primary])
+        out["localization"] = entry(acc["localization"][base][primary])
     if faithfulness:
         out["faithfulness"] = entry(acc["faithfulness"][base])
         out["confidence"] = entry(acc["confidence"][base])

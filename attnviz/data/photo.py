@@ -218,7 +218,7 @@ class PhotoDataset(Dataset, abc.ABC):
             self._warned_resized_mask = True
             warnings.warn(
                 f"resizing masks to their image's size (nearest neighbour), first {what}; "
-                "localisation scores depend on this resampling",
+                "localization scores depend on this resampling",
                 stacklevel=4,
             )
         m = Image.fromarray(mask.astype(np.uint8))

@@ -14,7 +14,7 @@ intervals of their own.
 """
 
 from .._maps import average_ranks
-from ._base import Accumulator, describe
+from ._base import Accumulator
 from .bootstrap import BootstrapMean, PairedAccuracy, PairedDifference, bootstrap_difference
 from .cams import CamAgreement, CamConcentration, pearson_per_image, spearman_per_image, top_iou
 from .classification import ClassificationStats
@@ -28,7 +28,7 @@ from .faithfulness import (
 )
 from .features import FeatureStats, channel_gini, spatial_entropy
 from .gates import GateStats, gate_profile
-from .localisation import CamLocalisation, energy_share, pointing_hits, threshold_iou
+from .localization import CamLocalization, energy_share, pointing_hits, threshold_iou
 from .similarity import CKAMatrix, LinearCKA, hsic_unbiased, linear_gram
 
 __all__ = [
@@ -37,7 +37,7 @@ __all__ = [
     "CKAMatrix",
     "CamAgreement",
     "CamConcentration",
-    "CamLocalisation",
+    "CamLocalization",
     "ClassificationStats",
     "ConfidenceStats",
     "FaithfulnessStats",
@@ -51,7 +51,6 @@ __all__ = [
     "channel_gini",
     "confidence_drop_increase",
     "deletion_insertion",
-    "describe",
     "energy_share",
     "gate_profile",
     "gaussian_blur",

@@ -44,7 +44,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["Accumulator", "describe"]
+__all__ = ["Accumulator"]
 
 _A = TypeVar("_A", bound="Accumulator")
 
@@ -288,11 +288,6 @@ def _guard_compute(compute: Callable[..., Any]) -> Callable[..., Any]:
 
     guarded._accumulator_guard = True  # type: ignore[attr-defined]
     return guarded
-
-
-def describe(accumulator: Accumulator) -> dict[str, Any]:
-    """Name, definition and settings of an accumulator, for reports."""
-    return accumulator.describe()
 
 
 def _check_same_layout(owner: str, a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> None:

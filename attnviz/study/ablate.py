@@ -204,7 +204,7 @@ def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | Non
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
-def _summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     settings: dict[str, list[dict]] = {}
     for r in rows:
         settings.setdefault(r["setting"], []).append(r)
@@ -276,9 +276,9 @@ def _plots(summary: list[dict[str, Any]], folder: Path) -> dict[str, Path]:
         if r.get("pointing_game") is not None
     }
     if loc:
-        paths["localisation_vs_accuracy"] = plots.save_figure(
+        paths["localization_vs_accuracy"] = plots.save_figure(
             plots.scatter_tradeoff(loc, "accuracy %", "pointing game"),
-            folder / "localisation_vs_accuracy.png",
+            folder / "localization_vs_accuracy.png",
         )
         bars = {
             r["setting"]: (r["pointing_game"], r.get("pointing_game_std") or 0.0)
@@ -327,7 +327,7 @@ def collect(grid: Grid, out: Path) -> AblationResult:
             )
         elif (cell_dir / "error.txt").is_file():
             failed[cell.id] = (cell_dir / "error.txt").read_text().strip().splitlines()[-1]
-    summary = _summarise(rows)
+    summary = _summarize(rows)
     paths = {}
     if rows:
         fields = ["id", "setting", "recipe", "attention", "where", "block_kwargs", "seed", *METRICS]

@@ -87,7 +87,7 @@ def base_reference(model: nn.Module, *, cheap: bool = False) -> dict[str, Any] |
     calling them with no arguments gives the same parameters. Attention blocks
     of a modified model are ignored. ``cheap=True`` only reads a recorded reference.
     """
-    return zoo.recognise_base(
+    return zoo.recognize_base(
         model, cheap=cheap, ignore_keys=attention_keys(model), cls=base_class(model)
     )
 

@@ -1,11 +1,11 @@
-"""CamLocalisation on hand-made maps and masks."""
+"""CamLocalization on hand-made maps and masks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from attnviz.metrics import CamLocalisation, energy_share, pointing_hits, threshold_iou
+from attnviz.metrics import CamLocalization, energy_share, pointing_hits, threshold_iou
 
 
 def _peak_map(size: int, y: int, x: int) -> torch.Tensor:
@@ -33,7 +33,7 @@ def test_pointing_game_tolerance_by_hand(mask_yx: tuple[int, int], hit: bool) ->
     cam = _peak_map(20, 3, 3)
     mask = _pixel_mask(20, *mask_yx)
     assert bool(pointing_hits(cam, mask, 15.0)[0]) is hit
-    acc = CamLocalisation()
+    acc = CamLocalization()
     acc.update(cam, mask)
     assert acc.compute()["pointing_game"] == float(hit)
 
@@ -48,7 +48,7 @@ def test_energy_and_iou_by_hand() -> None:
     # {S ≥ 0.5} = bottom row; with the right column: ∩ = 1, ∪ = 3
     assert float(threshold_iou(cam, right, 0.5)) == pytest.approx(1 / 3)
     assert float(threshold_iou(cam, bottom, 0.5)) == pytest.approx(1.0)
-    acc = CamLocalisation()
+    acc = CamLocalization()
     acc.update(torch.cat([cam, cam]), torch.cat([top_right, right]))
     out = acc.compute()
     assert out["energy_pointing_game"] == pytest.approx(((1 / 3) / 2 + (4 / 3) / 2) / 2)
@@ -69,7 +69,7 @@ def test_per_class_hit_rates_and_empty_masks() -> None:
     near, far = _pixel_mask(40, 5, 5), _pixel_mask(40, 35, 35)
     masks = torch.cat([near, far, near, torch.zeros(1, 40, 40, dtype=torch.bool)])
     labels = torch.tensor([0, 0, 1, 2])
-    acc = CamLocalisation(num_classes=3)
+    acc = CamLocalization(num_classes=3)
     acc.update(cams, masks.to(torch.uint8), labels)  # numeric masks: mask != 0
     out = acc.compute()
     assert out["pointing_game"] == pytest.approx(2 / 3)  # class 0: 1/2, class 1: 1/1
@@ -80,7 +80,7 @@ def test_per_class_hit_rates_and_empty_masks() -> None:
 
 
 def test_mask_of_another_size_is_a_clear_error() -> None:
-    acc = CamLocalisation()
+    acc = CamLocalization()
     with pytest.raises(
         ValueError, match=r"`masks` has shape \(2, 10, 10\) but `cams` has shape \(2, 20, 20\)"
     ):

@@ -11,7 +11,7 @@ from .._maps import minmax
 from ._base import Accumulator, ratio
 from ._checks import as_maps, check_same_shape, check_tensor, class_index
 
-__all__ = ["CamLocalisation", "energy_share", "pointing_hits", "threshold_iou"]
+__all__ = ["CamLocalization", "energy_share", "pointing_hits", "threshold_iou"]
 
 
 def pointing_hits(cams: Tensor, masks: Tensor, tolerance: float = 15.0) -> Tensor:
@@ -48,7 +48,7 @@ def threshold_iou(cams: Tensor, masks: Tensor, threshold: float = 0.5) -> Tensor
     return inter / union
 
 
-class CamLocalisation(Accumulator):
+class CamLocalization(Accumulator):
     """How well CAMs point at the object, against ground-truth masks.
 
     ``update(cams, masks, labels=None)``: maps ``[B, H, W]`` at input resolution and masks
@@ -80,9 +80,9 @@ class CamLocalisation(Accumulator):
     ) -> None:
         super().__init__()
         if num_classes is not None and num_classes < 1:
-            raise ValueError(f"CamLocalisation: `num_classes` must be ≥ 1, got {num_classes}")
+            raise ValueError(f"CamLocalization: `num_classes` must be ≥ 1, got {num_classes}")
         if tolerance <= 0:
-            raise ValueError(f"CamLocalisation: `tolerance` must be > 0, got {tolerance}")
+            raise ValueError(f"CamLocalization: `tolerance` must be > 0, got {tolerance}")
         self.num_classes = num_classes
         self.tolerance = float(tolerance)
         self.iou_threshold = float(iou_threshold)
@@ -96,7 +96,7 @@ class CamLocalisation(Accumulator):
             "num_classes": self.num_classes,
             "tolerance_px": self.tolerance,
             "iou_threshold": self.iou_threshold,
-            "map_normalisation": "per-image min-max to [0, 1]",
+            "map_normalization": "per-image min-max to [0, 1]",
         }
 
     def update(
@@ -108,7 +108,7 @@ class CamLocalisation(Accumulator):
         an empty mask: ``{"pointing_game": hit (1.0 / 0.0), "energy_pointing_game",
         "iou"}``.
         """
-        owner = "CamLocalisation.update"
+        owner = "CamLocalization.update"
         s = as_maps(owner, "cams", cams).detach()
         m = check_tensor(owner, "masks", masks, (3, 4), "[B, H, W] (or [B, 1, H, W])")
         if m.ndim == 4 and m.shape[1] == 1:
