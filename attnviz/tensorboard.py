@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .errors import AttnvizError
-from .plots._common import ArrayLike, tile, to_numpy, to_uint8
+from .plots import ArrayLike, tile, to_numpy, to_uint8
 from .plots.cams import Denormalize, overlay_batch
 from .plots.features import feature_grid_array
 

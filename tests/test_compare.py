@@ -110,6 +110,13 @@ def test_files_written(result, tmp_path):
         "layer",
         "metric",
         "value",
+        "value_ci_low",
+        "value_ci_high",
+        "delta",
+        "ci_low",
+        "ci_high",
+        "p_adj",
+        "significant",
     }
     data = result.to_json(tmp_path / "c.json")
     loaded = json.loads((tmp_path / "c.json").read_text())

@@ -1,4 +1,5 @@
-"""The pictures of a comparison, built from its numbers with :mod:`attnviz.plots`."""
+"""The pictures of a comparison: functions of a :class:`~attnviz.analysis.Comparison`'s numbers,
+drawn with :mod:`attnviz.plots` (the comparison only reaches them through ``figures()``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .. import plots
-from ..plots._common import finish, new_figure
+from ..plots import finish, new_figure
 
 if TYPE_CHECKING:
     from .comparison import Comparison
@@ -20,7 +21,7 @@ _FEATURE_LABELS = {
     "std": "activation std",
     "sparsity": "sparsity (share of zeros)",
     "channel_gini": "channel-energy Gini",
-    "spatial_entropy": "spatial entropy (normalised)",
+    "spatial_entropy": "spatial entropy (normalized)",
 }
 
 
@@ -102,9 +103,13 @@ def _cam_panels(c: Comparison) -> Figure | None:
     cams = {n: m / peak[:, None, None] for n, m in cams.items()}
     scores = {n: [p.probs[n] for p in c.panels] for n in c.names}
     labels = [f"{_class_name(c, p.label)} (Δ {p.score:.2f})" for p in c.panels]
+    masks = None
+    if all(p.mask is not None for p in c.panels):
+        masks = torch.stack([p.mask for p in c.panels]).float()
     return plots.cam_grid(
         images,
         cams,
+        masks=masks,
         difference=len(c.names) > 1,
         shared_scale=True,
         scores=scores,
@@ -140,14 +145,41 @@ def _faithfulness_curves(c: Comparison) -> Figure | None:
     return finish(fig, None)
 
 
+def _forest(c: Comparison) -> Figure | None:
+    rows = c.tests()
+    if not rows:
+        return None
+    return plots.forest_plot(
+        [{**r, "metric": r["label"]} for r in rows],
+        title=f"each variant − {c.baseline} (95% CI; filled: significant after Holm)",
+    )
+
+
+def _accuracy(c: Comparison) -> Figure:
+    """Accuracy bars from 0 (a one-image difference must not look dramatic), with the interval
+    of each variant's accuracy implied by its paired difference to the baseline."""
+    acc = {n: 100 * c.results[n]["classification"]["accuracy"] for n in c.names}
+    intervals = {}
+    base = acc[c.baseline]
+    for n in c.names[1:]:
+        t = c.paired.get((n, "accuracy"))
+        if t and t.get("ci_low") is not None and t.get("ci_high") is not None:
+            intervals[n] = (base + 100 * t["ci_low"], base + 100 * t["ci_high"])
+    return plots.bar_chart(
+        acc,
+        ylabel="accuracy %",
+        title=f"accuracy on {c.n_images} images (bars: baseline + 95% CI of the difference)",
+        zoom=False,
+        intervals=intervals or None,
+    )
+
+
 def comparison_figures(c: Comparison) -> dict[str, Figure]:
     figs: dict[str, Figure] = {}
-    acc = {n: c.results[n]["classification"]["accuracy"] for n in c.names}
-    figs["accuracy"] = plots.bar_chart(
-        {n: 100 * v for n, v in acc.items()},
-        ylabel="accuracy %",
-        title=f"accuracy on {c.n_images} images",
-    )
+    forest = _forest(c)
+    if forest is not None:
+        figs["forest"] = forest
+    figs["accuracy"] = _accuracy(c)
     for metric, label in _FEATURE_LABELS.items():
         table = {
             n: {layer: c.results[n]["features"][layer][metric] for layer in c.layers}

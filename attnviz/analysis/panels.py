@@ -7,6 +7,7 @@ left with the most disagreeing images overall. At most ``2 n`` images are held.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from dataclasses import dataclass, field
@@ -76,16 +77,29 @@ class TopDisagreement:
                 {m: c[i].detach().to("cpu", copy=True) for m, c in cams.items()},
                 {m: float(p[i]) for m, p in probs.items()},
             )
-            if overall:
-                if len(self._heap) < self.n:
-                    heapq.heappush(self._heap, panel)
-                else:
-                    heapq.heapreplace(self._heap, panel)
-            if per_class:
-                if label not in self._per_class and len(self._per_class) >= self.n:
-                    weakest = min(self._per_class.values())
-                    del self._per_class[weakest.label]
-                self._per_class[label] = panel
+            self._insert(panel, overall, per_class)
+
+    def candidates(self) -> list[Panel]:
+        """Every panel kept (for merging the keepers of several processes with :meth:`add`)."""
+        kept = {p.order: p for p in (*self._heap, *self._per_class.values())}
+        return list(kept.values())
+
+    def add(self, panel: Panel) -> None:
+        """Consider one panel kept by another keeper (the same rules as :meth:`offer`)."""
+        overall, per_class = self._wanted(panel.score, panel.label)
+        if overall or per_class:
+            self._insert(dataclasses.replace(panel, order=next(self._count)), overall, per_class)
+
+    def _insert(self, panel: Panel, overall: bool, per_class: bool) -> None:
+        if overall:
+            if len(self._heap) < self.n:
+                heapq.heappush(self._heap, panel)
+            else:
+                heapq.heapreplace(self._heap, panel)
+        if per_class:
+            if panel.label not in self._per_class and len(self._per_class) >= self.n:
+                del self._per_class[min(self._per_class.values()).label]
+            self._per_class[panel.label] = panel
 
     def panels(self) -> list[Panel]:
         """One image per class (most disagreeing classes first), then the rest by disagreement."""

@@ -80,10 +80,23 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--faithfulness-images",
         type=int,
-        default=256,
-        help="images used for faithfulness (default 256)",
+        default=64,
+        help="faithfulness costs 2*steps+3 forwards per image: measure it on the first N images "
+        "(default 64)",
     )
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--faithfulness-steps", type=int, default=20, help="deletion/insertion steps")
+    p.add_argument(
+        "--bootstrap-replicates",
+        type=int,
+        default=1000,
+        metavar="B",
+        help="Poisson bootstrap replicates behind every interval (default 1000)",
+    )
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap weights")
+    p.add_argument(
+        "--device",
+        help="cpu, cuda, cuda:1 ... (default: cuda when available; under torchrun cuda:LOCAL_RANK)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic validation split")
     add_trust_code(p)
 
@@ -138,37 +151,59 @@ def _contract(args: argparse.Namespace, models: dict):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    """Compare the models; under ``torchrun`` every process takes a share of the batches and
+    rank 0 writes the outputs."""
     from ..analysis import compare, write_outputs
     from ..recipes import load_model
+    from ..training.distributed import setup
 
     if args.names and len(args.names) != len(args.models):
         raise AttnvizError(f"--names has {len(args.names)} entries for {len(args.models)} models")
     names = args.names or [model_label(m) for m in args.models]
     if len(set(names)) != len(names):
         raise AttnvizError(f"model names must be distinct, got {names}; pass --names")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = {n: load_model(ref, trust_code=args.trust_code) for n, ref in zip(names, args.models)}
     contract = _contract(args, models)
     data = _dataset(args, contract, len(contract.class_names) if contract.class_names else None)
     layers = args.layers[0] if args.layers == ["stages"] else args.layers
-    result = compare(
-        models,
-        data,
-        layers=layers,
-        cam_layer=args.cam_layer,
-        cam_methods=args.methods,
-        max_images=args.images,
-        device=device,
-        batch_size=args.batch_size,
-        faithfulness=not args.no_faithfulness,
-        faithfulness_images=args.faithfulness_images,
-        class_names=contract.class_names,
-        input_contract=contract,
-        data_source=args.data,
-    )
-    paths = write_outputs(result, args.out)
-    print(result.summary_text())
-    print(f"\nreport: {paths['report']}")
+    ctx = setup(args.device)
+    try:
+        if ctx.is_main and not args.no_faithfulness:
+            scope = (
+                "all"
+                if args.faithfulness_images is None
+                else f"the first {args.faithfulness_images}"
+            )
+            print(f"faithfulness (deletion/insertion, average drop) on {scope} images, "
+                  f"{args.faithfulness_steps} steps", flush=True)  # fmt: skip
+        result = compare(
+            models,
+            data,
+            layers=layers,
+            cam_layer=args.cam_layer,
+            cam_methods=args.methods,
+            max_images=args.images,
+            device=ctx.device,
+            batch_size=args.batch_size,
+            faithfulness=not args.no_faithfulness,
+            faithfulness_images=args.faithfulness_images,
+            faithfulness_steps=args.faithfulness_steps,
+            class_names=contract.class_names,
+            input_contract=contract,
+            data_source=args.data,
+            replicates=args.bootstrap_replicates,
+            bootstrap_seed=args.bootstrap_seed,
+            distributed=ctx.distributed,
+            progress=ctx.is_main,
+        )
+        if ctx.is_main:
+            paths = write_outputs(result, args.out)
+            print(result.summary_text())
+            diff = result.differences_text()
+            if diff:
+                print("\n" + diff)
+            print(f"\nreport: {paths['report']}")
+        ctx.barrier()
+    finally:
+        ctx.close()
     return 0

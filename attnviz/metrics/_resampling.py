@@ -39,6 +39,10 @@ __all__ = ["KEYS_STATE", "Resampling", "check_index"]
 #: Name of the fingerprint state of every resampling accumulator.
 KEYS_STATE = "resample_keys"
 
+#: Weights of the last few batches, by (seed, replicates, device, index values).
+_WEIGHTS: dict[tuple, tuple[Tensor, Tensor]] = {}
+_CACHED_BATCHES = 4
+
 
 def check_index(owner: str, index: object, batch: int, device: torch.device) -> Tensor:
     """Image indices ``[B]`` (integers ≥ 0, one per image of the batch) on ``device``."""
@@ -93,9 +97,24 @@ class Resampling:
 
         The fingerprint is the int64 sum of the units' keys, to add to ``resample_keys``
         (accumulators are paired only with the same seed, so seed-keyed keys suffice).
+        The last few results are kept: every accumulator of a comparison asks for the
+        weights of the same batch (tens of them per batch), which are computed once.
         """
+        cache_key = (
+            self.seed,
+            self.replicates,
+            str(index.device),
+            index.detach().cpu().numpy().tobytes(),
+        )
+        hit = _WEIGHTS.get(cache_key)
+        if hit is not None:
+            return hit
         keys = image_keys(self.seed, index)
-        return poisson_weights_for_keys(self.seed, keys, self.replicates), keys.sum()
+        result = (poisson_weights_for_keys(self.seed, keys, self.replicates), keys.sum())
+        if len(_WEIGHTS) >= _CACHED_BATCHES:
+            _WEIGHTS.pop(next(iter(_WEIGHTS)))
+        _WEIGHTS[cache_key] = result
+        return result
 
     def interval(
         self,

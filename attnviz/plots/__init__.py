@@ -4,12 +4,30 @@ Every figure function returns a :class:`matplotlib.figure.Figure` and, given ``p
 saves it as PNG. Inputs may be torch tensors (any device or dtype) or numpy arrays.
 """
 
-from ._common import figure_to_array, figure_to_png_bytes, save_figure
+from ._common import (
+    ArrayLike,
+    figure_to_array,
+    figure_to_png_bytes,
+    finish,
+    new_figure,
+    save_figure,
+    tile,
+    to_numpy,
+    to_uint8,
+)
 from .cams import cam_grid, cam_panel, overlay, overlay_batch
-from .compare import bar_chart, gate_histograms, gate_profiles, metric_curves, scatter_tradeoff
+from .compare import (
+    bar_chart,
+    forest_plot,
+    gate_histograms,
+    gate_profiles,
+    metric_curves,
+    scatter_tradeoff,
+)
 from .features import compare_feature_maps, feature_grid, feature_grid_array, save_channels
 
 __all__ = [
+    "ArrayLike",
     "bar_chart",
     "cam_grid",
     "cam_panel",
@@ -18,12 +36,18 @@ __all__ = [
     "feature_grid_array",
     "figure_to_array",
     "figure_to_png_bytes",
+    "finish",
+    "forest_plot",
     "gate_histograms",
     "gate_profiles",
     "metric_curves",
+    "new_figure",
     "overlay",
     "overlay_batch",
     "save_channels",
     "save_figure",
     "scatter_tradeoff",
+    "tile",
+    "to_numpy",
+    "to_uint8",
 ]

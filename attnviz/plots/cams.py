@@ -28,6 +28,7 @@ from ._common import (
     get_cmap,
     new_figure,
     plain_axes,
+    resize_nearest,
     to_numpy,
     trim_to_images,
 )
@@ -370,6 +371,7 @@ def cam_grid(
     max_images: int = 8,
     denormalize: Denormalize = None,
     title: str | None = None,
+    masks: ArrayLike | None = None,
     path: PathArg | None = None,
 ) -> Figure:
     """Several images (rows) × models (columns) of CAM overlays in one figure.
@@ -379,8 +381,9 @@ def cam_grid(
     ``cam_model - cam_baseline`` (``RdBu_r``, symmetric limits): ``shared_scale=True`` puts
     every difference on one scale with one colorbar so rows and columns compare; ``False``
     scales each difference panel on its own (its limit printed in the corner). ``scores`` (name ->
-    one value per image) are printed in the corner of each overlay. At most ``max_images``
-    rows are shown.
+    one value per image) are printed in the corner of each overlay. ``masks`` ``[B, H, W]``
+    (the objects' masks, where the data has them) are outlined in white on the image and on
+    every overlay. At most ``max_images`` rows are shown.
 
     >>> import torch
     >>> fig = cam_grid(torch.rand(4, 3, 32, 32),
@@ -415,6 +418,14 @@ def cam_grid(
     if row_labels is not None and len(row_labels) < n:
         raise AttnvizError(f"row_labels has {len(row_labels)} labels, expected {n}")
 
+    outlines = None
+    if masks is not None:
+        outlines = np.asarray(to_numpy(masks, "masks"), dtype=np.float64)
+        if outlines.ndim != 3 or outlines.shape[0] < n:
+            raise AttnvizError(
+                f"masks must be [B, H, W] with one mask per image, got {outlines.shape}"
+            )
+        outlines = outlines[:n]
     cm = get_cmap(cmap)
     h, w = imgs.shape[1:3]
     base, variants = names[0], names[1:]
@@ -438,6 +449,12 @@ def cam_grid(
             axes[i, j].imshow(overlays[name][i], interpolation="bilinear")
             if name in scores:
                 _corner_text(axes[i, j], _format_score(scores[name][i]))
+        if outlines is not None and outlines[i].any():
+            mask = (
+                resize_nearest(outlines[i], (h, w)) if outlines[i].shape != (h, w) else outlines[i]
+            )
+            for j in range(1 + k):
+                axes[i, j].contour(mask, levels=[0.5], colors="white", linewidths=0.9)
         for j, v in enumerate(diffs, start=1 + k):
             d = diffs[v][i]
             limit = shared_limit if shared_scale else symmetric_limit(d)

@@ -1,10 +1,11 @@
 """Comparison figures for numbers: per-layer curves, gate distributions, excitation profiles,
-bar charts and accuracy/cost trade-offs. Used by the comparison report.
+bar charts, accuracy/cost trade-offs and forest plots of differences. Used by the report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -233,8 +234,9 @@ def gate_profiles(
     )
     ax.set_xlim(-0.5, c - 0.5)
     lo, hi = float(np.nanmin(stack)), float(np.nanmax(stack))
-    if lo >= 0.0 and hi <= 1.0:
-        ax.set_ylim(0.0, 1.0)
+    # scaled to the data: identity-initialised gates sit near 1.0 and would be a flat line on 0..1
+    pad = max(hi - lo, 1e-3 * max(abs(hi), 1.0)) * 0.08
+    ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel("channel index")
     ax.set_ylabel("mean activation")
     ax.grid(True, alpha=0.25)
@@ -250,12 +252,15 @@ def bar_chart(
     title: str | None = None,
     annotate: bool = True,
     zoom: bool = True,
+    intervals: Mapping[str, tuple[float, float]] | None = None,
     path: PathArg | None = None,
 ) -> Figure:
     """Bars of ``{setting: (mean, std)}`` (or a bare mean) with ±std error bars, e.g. accuracy
-    over seeds per attention type; each bar is labelled with its mean. ``zoom`` starts the
-    y axis near the smallest bar when all bars are close (as accuracies usually are) so the
-    differences show; the bars then no longer start at zero (``zoom=False`` keeps zero).
+    over seeds per attention type; each bar is labelled with its mean. ``intervals``
+    ``{setting: (low, high)}`` draws those (asymmetric) error bars instead, e.g. confidence
+    intervals. ``zoom`` starts the y axis near the smallest bar when all bars are close so the
+    differences show; the bars then no longer start at zero (``zoom=False`` keeps zero, which
+    keeps a small difference looking small).
 
     >>> fig = bar_chart({"none": (71.2, 0.3), "SE": (72.9, 0.2), "ECA": 72.6}, ylabel="top-1 %")
     >>> len(fig.axes[0].patches)
@@ -273,12 +278,21 @@ def bar_chart(
             means.append(_as_scalar(v, f"values[{name!r}]"))
             stds.append(0.0)
     labels = [str(k) for k in values]
+    err: Any = stds
+    if intervals is not None:
+        lows, highs = [], []
+        for name, m in zip(values, means):
+            lo_hi = intervals.get(name)
+            lows.append(m - lo_hi[0] if lo_hi else 0.0)
+            highs.append(lo_hi[1] - m if lo_hi else 0.0)
+        err = [np.maximum(lows, 0.0), np.maximum(highs, 0.0)]
+        stds = [max(a, b) for a, b in zip(*err)]
     longest = max(len(s) for s in labels)
     fig = new_figure(max(4.5, 0.7 * len(labels) + 2.0), 3.8 + min(longest, 30) * 0.04)
     ax = fig.add_subplot()
     x = np.arange(len(labels))
     bars = ax.bar(
-        x, means, yerr=stds, capsize=4, color=_colors(len(labels)), alpha=0.85,
+        x, means, yerr=err, capsize=4, color=_colors(len(labels)), alpha=0.85,
         edgecolor="black", linewidth=0.6, error_kw={"linewidth": 1.0},
     )  # fmt: skip
     if annotate:
@@ -383,3 +397,60 @@ def _label_points(ax: Axes, names: list[str], xs: list[float], ys: list[float]) 
                 labels.append((box.x0, box.y0, box.x1, box.y1))
                 break
             ann.remove()
+
+
+def forest_plot(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    title: str | None = None,
+    path: PathArg | None = None,
+) -> Figure:
+    """Differences with their intervals: one panel per metric, one row per variant.
+
+    ``rows``: ``{"metric": panel title, "model": row label, "delta", "ci_low", "ci_high",
+    "significant", "better" ("higher"/"lower", optional)}``. Each difference is a marker
+    with its interval as a bar, filled when significant, around a dashed zero line; the
+    panel title says which sign is an improvement.
+
+    >>> fig = forest_plot([{"metric": "accuracy", "model": "se", "delta": 0.01,
+    ...                     "ci_low": -0.01, "ci_high": 0.03, "significant": False}])
+    >>> len(fig.axes)
+    1
+    """
+    if not rows:
+        raise AttnvizError("forest_plot: no rows to draw")
+    metrics = list(dict.fromkeys(str(r["metric"]) for r in rows))
+    models = list(dict.fromkeys(str(r["model"]) for r in rows))
+    ncols = min(len(metrics), 2)
+    nrows = -(-len(metrics) // ncols)
+    fig = new_figure(4.6 * ncols, (0.45 * len(models) + 0.9) * nrows + 0.4)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    colors = dict(zip(models, _colors(len(models))))
+    for ax, metric in zip(axes, metrics):
+        mine = [r for r in rows if str(r["metric"]) == metric]
+        for y, r in enumerate(mine):
+            d = r.get("delta")
+            if d is None:
+                continue
+            lo, hi = r.get("ci_low"), r.get("ci_high")
+            color = colors[str(r["model"])]
+            if lo is not None and hi is not None:
+                ax.plot([lo, hi], [y, y], color=color, linewidth=2.0, solid_capstyle="butt")
+            ax.plot(
+                [d], [y], marker="o", markersize=7, color=color,
+                markerfacecolor=color if r.get("significant") else "white", markeredgewidth=1.5,
+            )  # fmt: skip
+        ax.axvline(0.0, color="black", linestyle="--", linewidth=0.8)
+        ax.set_yticks(range(len(mine)), [str(r["model"]) for r in mine], fontsize=8)
+        ax.set_ylim(-0.7, len(mine) - 0.3)
+        ax.invert_yaxis()
+        better = mine[0].get("better")
+        suffix = f" ({better} is better)" if better else ""
+        ax.set_title(f"{metric}{suffix}", fontsize=9)
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return finish(fig, path)
