@@ -181,3 +181,27 @@ def test_demo_quick_end_to_end(tmp_path):
     # the finished checkpoints are reused, not trained again (the same files, the same table)
     assert [p.stat().st_mtime_ns for p in weights] == stamps and len(weights) == 4
     assert again.train_metrics == result.train_metrics
+
+
+def test_seed_summaries_give_t_intervals_from_three_seeds_and_paired_tests():
+    from scipy import stats as sps
+
+    from attnviz.study.ablate import _markdown, _summarize
+
+    def row(setting, seed, acc):
+        return {"setting": setting, "seed": seed, "accuracy": acc, "energy_pointing_game": 0.3}
+
+    rows = [row("r/none", s, a) for s, a in zip(range(3), (0.80, 0.82, 0.81))]
+    rows += [row("r/se@residual", s, a) for s, a in zip(range(3), (0.84, 0.85, 0.86))]
+    rows += [row("r/eca@residual", s, a) for s, a in zip(range(2), (0.79, 0.83))]
+    summary = {r["setting"]: r for r in _summarize(rows)}
+    se, eca, base = summary["r/se@residual"], summary["r/eca@residual"], summary["r/none"]
+    lo, hi = sps.t.interval(0.95, 2, loc=0.85, scale=sps.sem([0.84, 0.85, 0.86]))
+    assert (se["accuracy_ci_low"], se["accuracy_ci_high"]) == pytest.approx((lo, hi))
+    t = sps.ttest_rel([0.84, 0.85, 0.86], [0.80, 0.82, 0.81])
+    assert se["accuracy_delta"] == pytest.approx(0.04) and se["accuracy_p"] == pytest.approx(t.pvalue)
+    assert eca["accuracy_ci_low"] is None and eca["interval_note"] == "n < 3: no interval"
+    assert eca["accuracy_p"] is None and "accuracy_delta" not in base
+    text = _markdown(list(summary.values()), "t")
+    assert "2 (n < 3: no interval)" in text and "n = 2 < 3: no test" in text
+    assert "0.850 [" in text and "Holm" in text

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-import statistics
 import subprocess
 import sys
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ import torch
 import yaml
 
 from .._atomic import atomic_write_json
+from ..analysis.columns import SUMMARY_COLUMNS
 from ..errors import FileFormatError
 from ..fileformats import read_json
 from .grid import Cell, Grid, load_grid
@@ -34,20 +32,10 @@ from .launchers.worker import out_folder_id
 
 __all__ = ["AblationResult", "run_grid"]
 
-#: Per-cell columns of results.csv (besides the cell's settings).
+#: Per-cell columns of results.csv (besides the cell's settings): the comparison's summary
+#: columns that one model has on its own (not those relative to a baseline), and training time.
 METRICS = (
-    "accuracy",
-    "mean_true_confidence",
-    "params_m",
-    "attention_params",
-    "gflops",
-    "latency_ms",
-    "pointing_game",
-    "energy_pointing_game",
-    "cam_iou",
-    "deletion_auc",
-    "insertion_auc",
-    "average_drop_pct",
+    *(c.key for c in SUMMARY_COLUMNS if c.key not in ("mean_cka", "cam_pearson")),
     "train_time_s",
 )
 
@@ -197,30 +185,72 @@ def run_cell(
     return record
 
 
-def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+#: Metrics compared with the baseline setting across seeds (paired by seed), Holm-adjusted.
+SEED_TESTED = ("accuracy", "energy_pointing_game", "cam_iou", "deletion_auc", "insertion_auc")
 
 
-def _summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _baseline_setting(setting: str) -> str:
+    return f"{setting.split('/', 1)[0]}/none"
+
+
+def _summarize(rows: list[dict[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
+    """Per setting: mean, std, n and the t interval over seeds of every metric (none below 3
+    seeds); against the recipe's baseline setting, a paired t-test over the seeds both ran
+    (same seed, same data order), Holm-adjusted over every (setting, metric) test."""
+    from ..stats import holm, paired_seed_test, seed_summary
+
     settings: dict[str, list[dict]] = {}
     for r in rows:
         settings.setdefault(r["setting"], []).append(r)
     out = []
+    tests: dict[tuple[str, str], float] = {}
     for setting, group in settings.items():
         row: dict[str, Any] = {"setting": setting, "seeds": len(group)}
         for m in METRICS:
-            mean, std = _mean_std([g.get(m) for g in group])
-            row[m] = mean
-            if m in ("accuracy", "pointing_game", "deletion_auc"):
-                row[f"{m}_std"] = std
+            values = {g["seed"]: g[m] for g in group if g.get(m) is not None}
+            summary = seed_summary(values, level) if values else None
+            row[m] = summary["mean"] if summary else None
+            row[f"{m}_std"] = summary["std"] if summary else None
+            row[f"{m}_ci_low"] = summary["ci_low"] if summary else None
+            row[f"{m}_ci_high"] = summary["ci_high"] if summary else None
+        row["interval_note"] = seed_summary([0.0] * len(group), level)["note"]
+        base = settings.get(_baseline_setting(setting))
+        if base is not None and setting != _baseline_setting(setting):
+            for m in SEED_TESTED:
+                v = {g["seed"]: g[m] for g in group if g.get(m) is not None}
+                b = {g["seed"]: g[m] for g in base if g.get(m) is not None}
+                if not v or not b:
+                    continue
+                t = paired_seed_test(v, b, level)
+                row[f"{m}_delta"], row[f"{m}_delta_n"] = t.get("delta"), t.get("n")
+                row[f"{m}_delta_ci_low"], row[f"{m}_delta_ci_high"] = (
+                    t.get("ci_low"),
+                    t.get("ci_high"),
+                )
+                row[f"{m}_p"] = t.get("p")
+                if t.get("p") is not None:
+                    tests[setting, m] = t["p"]
         out.append(row)
+    adjusted = holm(tests) if tests else {}
+    for row in out:
+        for m in SEED_TESTED:
+            p = adjusted.get((row["setting"], m))
+            row[f"{m}_p_adj"] = p
+            row[f"{m}_significant"] = None if p is None else bool(p <= 1 - level)
     return out
 
 
-def _markdown(summary: list[dict[str, Any]], title: str) -> str:
+def _cell_text(r: dict[str, Any], key: str, fmt: str) -> str:
+    v = r.get(key)
+    if v is None:
+        return "–"
+    lo, hi = r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")
+    if lo is not None and hi is not None:
+        return f"{fmt.format(v)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+    return fmt.format(v)
+
+
+def _markdown(summary: list[dict[str, Any]], title: str, level: float = 0.95) -> str:
     cols = [
         ("accuracy", "acc", "{:.3f}"),
         ("params_m", "params (M)", "{:.4f}"),
@@ -232,22 +262,41 @@ def _markdown(summary: list[dict[str, Any]], title: str) -> str:
         ("insertion_auc", "insertion↑", "{:.3f}"),
         ("train_time_s", "train s", "{:.0f}"),
     ]
+    pct = round(100 * level)
     head = "| setting | seeds | " + " | ".join(h for _, h, _ in cols) + " |"
-    lines = [f"# {title}", "", head, "|" + "---|" * (len(cols) + 2)]
+    lines = [f"# {title}", "", f"Mean over seeds [{pct}% t interval].", "", head]
+    lines.append("|" + "---|" * (len(cols) + 2))
     for r in summary:
-        cells = []
-        for key, _, fmt in cols:
-            v = r.get(key)
-            text = "–" if v is None else fmt.format(v)
-            if (
-                f"{key}_std" in r
-                and r[f"{key}_std"] is not None
-                and v is not None
-                and r["seeds"] > 1
-            ):
-                text += f" ± {fmt.format(r[f'{key}_std'])}"
-            cells.append(text)
-        lines.append(f"| {r['setting']} | {r['seeds']} | " + " | ".join(cells) + " |")
+        cells = [_cell_text(r, key, fmt) for key, _, fmt in cols]
+        seeds = f"{r['seeds']}" + (f" ({r['interval_note']})" if r.get("interval_note") else "")
+        lines.append(f"| {r['setting']} | {seeds} | " + " | ".join(cells) + " |")
+    diffs = [r for r in summary if any(r.get(f"{m}_delta") is not None for m in SEED_TESTED)]
+    if diffs:
+        lines += [
+            "",
+            f"## Against the baseline setting, paired by seed (Δ [{pct}% CI], Holm-adjusted p)",
+            "",
+        ]
+        lines.append("| setting | " + " | ".join(SEED_TESTED) + " |")
+        lines.append("|" + "---|" * (len(SEED_TESTED) + 1))
+        for r in diffs:
+            cells = []
+            for m in SEED_TESTED:
+                d = r.get(f"{m}_delta")
+                if d is None:
+                    cells.append("–")
+                    continue
+                lo, hi = r.get(f"{m}_delta_ci_low"), r.get(f"{m}_delta_ci_high")
+                text = f"{d:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None else "")
+                p = r.get(f"{m}_p_adj")
+                text += (
+                    f", p {p:.2g}"
+                    if p is not None
+                    else f" (n = {r.get(f'{m}_delta_n')} < 3: no test)"
+                )
+                cells.append(text + (" *" if r.get(f"{m}_significant") else ""))
+            lines.append(f"| {r['setting']} | " + " | ".join(cells) + " |")
+        lines += ["", "`*`: significant after Holm's adjustment over every (setting, metric) test."]
     return "\n".join(lines) + "\n"
 
 
@@ -259,9 +308,19 @@ def _plots(summary: list[dict[str, Any]], folder: Path) -> dict[str, Path]:
     have = [r for r in summary if r.get("accuracy") is not None]
     if not have:
         return paths
-    acc = {r["setting"]: (100 * r["accuracy"], 100 * (r.get("accuracy_std") or 0.0)) for r in have}
+    acc = {r["setting"]: 100 * r["accuracy"] for r in have}
+    ci = {
+        r["setting"]: (100 * r["accuracy_ci_low"], 100 * r["accuracy_ci_high"])
+        for r in have
+        if r.get("accuracy_ci_low") is not None
+    }
     paths["accuracy_bars"] = plots.save_figure(
-        plots.bar_chart(acc, ylabel="accuracy % (mean ± std over seeds)"),
+        plots.bar_chart(
+            acc,
+            ylabel="accuracy % (mean over seeds, 95% t interval from 3 seeds)",
+            zoom=False,
+            intervals=ci,
+        ),
         folder / "accuracy_bars.png",
     )
     for key, label in (("params_m", "params (M)"), ("gflops", "GFLOPs per image")):
@@ -281,12 +340,18 @@ def _plots(summary: list[dict[str, Any]], folder: Path) -> dict[str, Path]:
             folder / "localization_vs_accuracy.png",
         )
         bars = {
-            r["setting"]: (r["pointing_game"], r.get("pointing_game_std") or 0.0)
+            r["setting"]: r["pointing_game"] for r in have if r.get("pointing_game") is not None
+        }
+        ci = {
+            r["setting"]: (r["pointing_game_ci_low"], r["pointing_game_ci_high"])
             for r in have
-            if r.get("pointing_game") is not None
+            if r.get("pointing_game_ci_low") is not None
         }
         paths["pointing_bars"] = plots.save_figure(
-            plots.bar_chart(bars, ylabel="pointing game (mean ± std)"), folder / "pointing_bars.png"
+            plots.bar_chart(
+                bars, ylabel="pointing game (mean, 95% t interval)", zoom=False, intervals=ci
+            ),
+            folder / "pointing_bars.png",
         )
     return paths
 
@@ -343,7 +408,7 @@ def collect(grid: Grid, out: Path) -> AblationResult:
                 for r in rows
             )
         with (out / "summary.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(summary[0]))
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in summary for k in r)))
             writer.writeheader()
             writer.writerows(summary)
         (out / "summary.md").write_text(
