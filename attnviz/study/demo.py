@@ -29,6 +29,7 @@ class DemoResult:
     out: Path
     report: Path
     summary: str
+    differences: str
     train_metrics: dict[str, dict]
     seconds: float
 
@@ -101,7 +102,9 @@ def run_demo(
     )
     paths = write_outputs(comparison, out)
     summary = comparison.summary_text()
+    differences = comparison.differences_text()
     seconds = time.perf_counter() - start
     print("\n" + summary)
+    print("\n" + differences)
     print(f"\nreport: {paths['report'].resolve()}  ({seconds / 60:.1f} min)")
-    return DemoResult(out, paths["report"], summary, metrics, seconds)
+    return DemoResult(out, paths["report"], summary, differences, metrics, seconds)
