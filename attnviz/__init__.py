@@ -27,6 +27,7 @@ _NAMES = {
     "attention_modules": ".surgery",
     "attention_keys": ".surgery",
     "base_reference": ".surgery",
+    "summary": ".surgery.summary",
     "create_model": ".zoo",
     "save": ".serialization",
     "load": ".serialization",

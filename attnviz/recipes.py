@@ -128,9 +128,38 @@ def read_yaml(path: str | Path, what: str, error: type[Exception]) -> Any:
         raise error(f"{path}: not valid YAML: {exc}") from exc
 
 
+#: The recipes and grids shipped with attnviz (``models/`` of the repository, package data of
+#: the wheel: ``attnviz/models`` links to it in a checkout).
+SHIPPED = Path(__file__).resolve().parent / "models"
+
+
+def shipped(kind: str = "recipe") -> list[str]:
+    """Names of the shipped recipes (``kind="recipe"``) or ablation grids (``"grid"``)."""
+    if not SHIPPED.is_dir():
+        return []
+    names = sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+    grids = [n for n in names if n.startswith("ablation")]
+    return grids if kind == "grid" else [n for n in names if n not in grids]
+
+
+def find_shipped(ref: str | Path, kind: str = "recipe") -> Path:
+    """``ref`` itself when it is a file, else the shipped recipe or grid of that name
+    (``small-resnet-se``, ``ablation-small``); an unknown name lists the closest ones."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    name = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    candidate = SHIPPED / f"{name}.yaml"
+    if (path.parent == Path(".") or str(path.parent) in ("models", "")) and candidate.is_file():
+        return candidate
+    if path.suffix in (".yaml", ".yml") or path.parent != Path("."):
+        raise FileNotFoundError(f"{kind} file not found: {path}")
+    raise unknown_name_error(f"{kind} (a file or a shipped name)", str(ref), shipped(kind))
+
+
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file."""
-    path = Path(path)
+    """Read and validate a recipe file, or a shipped recipe by name (``small-resnet-se``)."""
+    path = find_shipped(path)
     data = read_yaml(path, "recipe", RecipeError)
     recipe = recipe_from_dict(data, source=str(path))
     recipe.name = recipe.name or path.stem
@@ -202,7 +231,9 @@ def load_model(
 
     text = str(ref)
     path = Path(text)
-    if path.suffix in (".yaml", ".yml"):
+    if path.suffix in (".yaml", ".yml") or (
+        ":" not in text and not path.exists() and text in shipped()
+    ):
         return build_model(load_recipe(path)).to(device)
     if path.suffix == ".safetensors":
         return load(path, device=device, trust_code=trust_code)
@@ -227,7 +258,14 @@ def load_model(
         raise FileNotFoundError(f"{path} holds no attnviz checkpoint (best/model.safetensors)")
     if ":" in text and not path.exists():
         return create_model(text).to(device)
+    if not path.exists() and (path.suffix or "/" in text or "\\" in text):
+        raise FileNotFoundError(
+            f"cannot load a model from {text!r}: no such file or folder (give a recipe, a "
+            "checkpoint or a run folder that exists, or a reference such as torchvision:resnet18)"
+        )
+    from ._select import closest
+
     raise FileNotFoundError(
-        f"cannot load a model from {text!r}: give a recipe (.yaml), a checkpoint (.safetensors or a run folder) "
-        "or a reference such as torchvision:resnet18"
+        f"cannot load a model from {text!r}: it is not a file, a run folder, a shipped recipe "
+        f"(closest: {closest(text, shipped(), n=4)}) or a reference such as torchvision:resnet18"
     )

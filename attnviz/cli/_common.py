@@ -74,10 +74,16 @@ def example_input(args: argparse.Namespace, model: Any) -> Any:
     """``--input-size C H W`` as a random tensor, else the model's default example input."""
     import torch
 
-    from .._capture import default_example_input
+    from ..inputs import attached_contract
 
     if getattr(args, "input_size", None):
         return torch.randn(1, *args.input_size)
+    contract = attached_contract(model)  # what the model was built, trained or saved for
+    if contract is not None:
+        gen = torch.Generator().manual_seed(0)
+        return torch.randn(1, contract.channels, *contract.size, generator=gen)
+    from .._capture import default_example_input
+
     return default_example_input(model)
 
 

@@ -408,7 +408,9 @@ def collect(grid: Grid, out: Path) -> AblationResult:
                 for r in rows
             )
         with (out / "summary.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in summary for k in r)))
+            writer = csv.DictWriter(
+                f, fieldnames=list(dict.fromkeys(k for r in summary for k in r))
+            )
             writer.writeheader()
             writer.writerows(summary)
         (out / "summary.md").write_text(

@@ -18,7 +18,6 @@ import torch
 __all__ = ["DEMO_RECIPES", "DemoResult", "run_demo"]
 
 DEMO_RECIPES = ("small-resnet", "small-resnet-se", "small-resnet-eca", "small-resnet-cbam")
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 #: --quick: a tiny version for tests and smoke runs (one short epoch, few images).
 QUICK = {"epochs": 1, "train_images": 256, "val_images": 64}
@@ -35,13 +34,10 @@ class DemoResult:
 
 
 def recipe_paths() -> list[Path]:
-    paths = [MODELS_DIR / f"{name}.yaml" for name in DEMO_RECIPES]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"the demo recipes are missing: {missing} (run the demo from a clone of the repository)"
-        )
-    return paths
+    """The shipped demo recipes (package data: they work from an installed wheel too)."""
+    from ..recipes import find_shipped
+
+    return [find_shipped(name) for name in DEMO_RECIPES]
 
 
 def run_demo(

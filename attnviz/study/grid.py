@@ -225,9 +225,9 @@ def _check_blocks(grid: Grid) -> None:
 
 
 def load_grid(path: str | Path) -> Grid:
-    """Read and validate a grid file."""
-    from ..recipes import read_yaml
+    """Read and validate a grid file, or a shipped grid by name (``ablation-small``)."""
+    from ..recipes import find_shipped, read_yaml
 
-    path = Path(path)
+    path = find_shipped(path, "grid")
     data = read_yaml(path, "grid", GridError)
     return grid_from_dict(data, source=str(path), root=path.parent)
