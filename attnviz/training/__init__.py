@@ -7,6 +7,8 @@ TensorBoard. ``python train.py`` and ``attnviz train`` are its command line.
 
 - :func:`train` -> :class:`TrainResult` (``out_dir``, ``checkpoint``,
   ``best_checkpoint``, ``metrics``, ``model``, ``resumed_from_epoch``, ``finished``)
+- :func:`read_metrics` / :func:`read_run_record`: a run folder's ``metrics.json`` and
+  ``run.json``, validated (:mod:`.runfolder` names every file of a run folder)
 - :func:`evaluate`: loss and accuracy of a model over a loader
 - :func:`build_loaders`: the train/val loaders of a data spec (the val split is
   a function of the data spec and the settings only)
@@ -18,6 +20,7 @@ from .config import TrainError, TrainSettings, parse_set, settings_from_dict
 from .finetune import FINETUNE_MODES
 from .loaders import build_loaders
 from .loop import evaluate
+from .runfolder import read_metrics, read_run_record
 from .runner import TrainResult, train
 
 __all__ = [
@@ -28,6 +31,8 @@ __all__ = [
     "build_loaders",
     "evaluate",
     "parse_set",
+    "read_metrics",
+    "read_run_record",
     "settings_from_dict",
     "train",
 ]
