@@ -19,6 +19,7 @@ __all__ = [
     "FileFormatError",
     "GridError",
     "InputContractError",
+    "OutputError",
     "RecipeError",
     "SurgeryError",
     "TraceError",
@@ -80,6 +81,13 @@ class InputContractError(AttnvizError):
 
 class FileFormatError(AttnvizError):
     """A file that is not a valid attnviz file of its kind: names the file and the field."""
+
+
+class OutputError(AttnvizError):
+    """An output path that cannot be created or written: names the path and why.
+
+    Raised by the check every command runs on its output folders before any work starts.
+    """
 
 
 class UntrustedCodeError(AttnvizError):

@@ -151,3 +151,27 @@ def test_attnviz_train_subcommand_trains(recipe, tmp_path, capsys):
     assert (out / "model.safetensors").is_file()
     # Same arguments again: the finished run is returned at once.
     assert main([*common, "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("case", ["file in the way", "out is a file", "system folder"])
+def test_an_out_that_cannot_be_written_is_one_line_before_any_work(
+    case, recipe, tmp_path, capsys, monkeypatch
+):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was built before --out was checked")
+
+    monkeypatch.setattr("attnviz.training.plan.build_model", no_work)
+    (tmp_path / "file.png").write_bytes(b"not a folder")
+    out, message = {
+        "file in the way": (tmp_path / "file.png" / "run", "file.png' is a file, not a folder"),
+        "out is a file": (tmp_path / "file.png", "exists and is a file, not a folder"),
+        "system folder": (Path("/proc/x"), "out '/proc/x': cannot create '/proc/x'"),
+    }[case]
+    if case == "system folder" and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux /proc")
+    before = sorted(tmp_path.rglob("*"))
+    code, err = _run(["--recipe", recipe, "--out", out, "--no-progress"], capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert err.startswith(f"error: out {str(out)!r}: "), err
+    assert sorted(tmp_path.rglob("*")) == before

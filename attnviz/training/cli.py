@@ -6,8 +6,9 @@
         --set lr=0.01 --set batch_size=128 --out runs/r18-se
 
 Bad input (a missing recipe, an unknown base or ``--set`` key, a data folder
-without images, ``--epochs`` outside 1..10000) prints one error line on stderr
-and exits with status 2, having written nothing.
+without images, ``--epochs`` outside 1..10000, an ``--out`` that cannot be
+written) prints one error line on stderr and exits with status 2, having
+written nothing.
 """
 
 from __future__ import annotations

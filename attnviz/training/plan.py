@@ -2,8 +2,9 @@
 
 :func:`prepare` turns the call's arguments into a :class:`Plan`: the recipe,
 the validated settings, the device, the fine-tuning mode, the built model (its
-class count checked against the data's) and the run's identity. Any bad input
-raises :class:`~attnviz.errors.TrainError`, having written nothing.
+class count checked against the data's), the run's identity, and a checked
+output folder. Any bad input raises :class:`~attnviz.errors.TrainError`; the
+disk is left as it was (the output check removes what it creates).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._atomic import check_writable_folder
+from ..errors import OutputError
 from ..recipes import Recipe, RecipeError, build_model, load_recipe, recipe_from_dict
 from .config import TrainError, TrainSettings, settings_from_dict
 from .distributed import _env_int, _pick_device
@@ -131,8 +134,11 @@ def prepare(
         raise TrainError("amp: fp16 needs a CUDA device (use amp: bf16 on CPU, or none)")
     local_batch_size(settings, _env_int("WORLD_SIZE", 1))
     out_path = Path(out)
-    if out_path.exists() and not out_path.is_dir():
-        raise TrainError(f"out {str(out_path)!r} exists and is not a folder")
+    if _env_int("RANK", 0) == 0:  # only the main process writes; one probe, no race between ranks
+        try:
+            check_writable_folder(out_path, "out")
+        except OutputError as exc:
+            raise TrainError(str(exc)) from None
     data_text = os.fspath(data)
 
     torch.manual_seed(seed)  # the initial weights (and surgery's example input) follow the seed

@@ -2,7 +2,7 @@
 
 The call has two phases. *Prepare* (:mod:`.plan`) checks every input (recipe,
 settings, data, device, finetune mode, the model's class count against the
-data, what ``out`` already holds) and writes nothing: bad input raises
+data, that ``out`` can be written) and writes nothing: bad input raises
 :class:`~attnviz.training.config.TrainError` and leaves the disk as it was.
 *Run* then decides what the run folder holds (:mod:`.resume`) and trains,
 checkpointing every epoch; it finishes by writing ``out/model.safetensors``
@@ -130,8 +130,8 @@ def train(
 
     Raises:
         TrainError: bad input (unknown setting, missing data, unknown finetune
-            mode, a model whose class count differs from the data's, ...);
-            nothing has been written then.
+            mode, a model whose class count differs from the data's, an ``out``
+            that cannot be written, ...); nothing has been written then.
 
     >>> import tempfile
     >>> recipe = {"base": "attnviz:small_resnet", "attention": "se",
