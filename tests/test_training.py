@@ -341,3 +341,71 @@ def test_the_shipped_demo_recipe_reaches_85_percent(tmp_path):
     m = result.metrics
     print(f"small-resnet: val acc {m['val_acc']:.4f} after {m['train_time_s']:.0f} s of training")
     assert m["val_acc"] >= 0.85
+
+
+# -- one training per run folder -------------------------------------------------------------
+def test_a_second_training_into_a_busy_folder_fails_naming_the_holder(tmp_path, monkeypatch):
+    import threading
+
+    from attnviz.training.loop import Trainer
+    from attnviz.training.runfolder import LOCK_FILE
+
+    started, release = threading.Event(), threading.Event()
+    original = Trainer.train_epoch
+
+    def held(self, *args, **kwargs):  # the first training waits inside its run, lock held
+        if threading.current_thread() is not threading.main_thread():
+            started.set()
+            assert release.wait(120)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", held)
+    box: dict = {}
+
+    def first():
+        try:
+            box["result"] = train(_tiny(), out=tmp_path, **QUIET)
+        except BaseException as exc:  # reported by the main thread
+            box["error"] = exc
+            started.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert started.wait(120) and "error" not in box, box
+        assert f"pid {os.getpid()} on " in (tmp_path / LOCK_FILE).read_text()
+        with pytest.raises(TrainError, match=rf"in use by another training \(pid {os.getpid()} "):
+            train(_tiny(), out=tmp_path, **QUIET)
+        with pytest.raises(TrainError, match="in use by another training"):
+            train(_tiny(), out=tmp_path, resume=False, **QUIET)  # --fresh does not get in either
+    finally:
+        release.set()
+        thread.join(120)
+    assert "error" not in box, box
+    assert box["result"].finished and box["result"].metrics["epochs"][0]["epoch"] == 1
+    assert not (tmp_path / LOCK_FILE).exists()  # released, and removed
+
+
+def test_a_killed_holders_lock_file_blocks_neither_resume_nor_fresh(tmp_path):
+    import signal
+
+    from attnviz.training.runfolder import LOCK_FILE
+    from attnviz.training.runlock import FolderLock
+
+    recipe = _tiny(epochs=2)
+    train(recipe, out=tmp_path, stop_after=1, **QUIET)
+    pid = os.fork()
+    if pid == 0:  # a training that takes the lock and is killed with it held
+        try:
+            FolderLock(tmp_path).acquire()
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status)
+    assert f"pid {pid} on " in (tmp_path / LOCK_FILE).read_text()  # left behind, unlocked
+    resumed = train(recipe, out=tmp_path, **QUIET)
+    assert resumed.finished and resumed.resumed_from_epoch == 1
+    (tmp_path / LOCK_FILE).write_text(f"pid {pid} on nowhere\n")
+    fresh = train(recipe, out=tmp_path, resume=False, stop_after=1, **QUIET)
+    assert fresh.resumed_from_epoch is None and not fresh.finished
+    assert not (tmp_path / LOCK_FILE).exists()

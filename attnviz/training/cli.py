@@ -7,8 +7,8 @@
 
 Bad input (a missing recipe, an unknown base or ``--set`` key, a data folder
 without images, ``--epochs`` outside 1..10000, an ``--out`` that cannot be
-written) prints one error line on stderr and exits with status 2, having
-written nothing.
+written, an ``--out`` another training is using) prints one error line on
+stderr and exits with status 2, having written nothing.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ Files in a run folder ``out``::
     best.safetensors    weights of the epoch with the best val accuracy so far
     checkpoints/        per-epoch checkpoints and the latest.json pointer (see .checkpoint)
     tensorboard/        scalars every epoch, feature maps and CAMs every few epochs
+    .attnviz-train.lock held while a training writes here (see .runlock)
 
 Every JSON file is written atomically and read back through
 :func:`attnviz.fileformats.read_json` (validated against its schema). Other
@@ -42,6 +43,7 @@ __all__ = [
     "BEST",
     "CHECKPOINTS",
     "FINAL",
+    "LOCK_FILE",
     "METRICS_FILE",
     "RUN_FILE",
     "TENSORBOARD",
@@ -63,6 +65,7 @@ FINAL = "model.safetensors"
 BEST = "best.safetensors"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
+LOCK_FILE = ".attnviz-train.lock"
 
 PathLike = str | os.PathLike[str]
 

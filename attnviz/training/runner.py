@@ -4,9 +4,10 @@ The call has two phases. *Prepare* (:mod:`.plan`) checks every input (recipe,
 settings, data, device, finetune mode, the model's class count against the
 data, that ``out`` can be written) and writes nothing: bad input raises
 :class:`~attnviz.training.config.TrainError` and leaves the disk as it was.
-*Run* then decides what the run folder holds (:mod:`.resume`) and trains,
-checkpointing every epoch; it finishes by writing ``out/model.safetensors``
-and marking ``out/run.json`` finished (:mod:`.runfolder` lists the files).
+*Run* then locks the run folder (:mod:`.runlock`), decides what it holds
+(:mod:`.resume`), and trains, checkpointing every epoch; it finishes by writing
+``out/model.safetensors`` and marking ``out/run.json`` finished
+(:mod:`.runfolder` lists the files).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from .runfolder import (
     write_metrics,
     write_run_record,
 )
+from .runlock import FolderLock
 
 __all__ = ["TrainResult", "train"]
 
@@ -105,7 +107,8 @@ def train(
             :func:`attnviz.data.build_dataset`), or an image folder with
             ``train/`` and ``val/`` subfolders of class folders.
         out: the run folder (created; see :mod:`attnviz.training.runfolder` for
-            its files).
+            its files). One training at a time: while a call trains there, a
+            second one fails naming the first's pid.
         epochs: overrides the recipe's ``train: epochs``.
         seed: initial weights, data order, flips and dropout all follow it. A CPU
             run is reproducible from it, across kills and resumes, to the bit.
@@ -131,7 +134,8 @@ def train(
     Raises:
         TrainError: bad input (unknown setting, missing data, unknown finetune
             mode, a model whose class count differs from the data's, an ``out``
-            that cannot be written, ...); nothing has been written then.
+            that cannot be written, ...); nothing has been written then. Also
+            when another training holds ``out``.
 
     >>> import tempfile
     >>> recipe = {"base": "attnviz:small_resnet", "attention": "se",
@@ -157,14 +161,20 @@ def train(
         download=download,
     )
     is_main = _env_int("RANK", 0) == 0
-    decision = decide(plan.out, plan.identity, resume=resume, warn=is_main)
-    if decision.action == "done":
-        return _finished_result(plan, decision)
-    ctx = setup(plan.device)
+    lock = FolderLock(plan.out)
+    if is_main:  # the main process writes the folder: it alone holds the lock
+        lock.acquire()
     try:
-        return _run(plan, decision, ctx, progress, tensorboard, stop_after)
+        decision = decide(plan.out, plan.identity, resume=resume, warn=is_main)
+        if decision.action == "done":
+            return _finished_result(plan, decision)
+        ctx = setup(plan.device)
+        try:
+            return _run(plan, decision, ctx, progress, tensorboard, stop_after)
+        finally:
+            ctx.close()
     finally:
-        ctx.close()
+        lock.release()
 
 
 def _finished_result(plan: Plan, decision: Decision) -> TrainResult:
