@@ -343,6 +343,52 @@ def test_the_shipped_demo_recipe_reaches_85_percent(tmp_path):
     assert m["val_acc"] >= 0.85
 
 
+# -- what a user sees: the header, and where a Ctrl-C leaves the run ---------------------------
+def _interrupt_at_step(monkeypatch, step):
+    """Make the ``step``-th optimizer step (1-based, counted over the calls) raise Ctrl-C."""
+    from attnviz.training.loop import Trainer
+
+    original, calls = Trainer._backward_step, []
+
+    def step_or_interrupt(self, loss):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return original(self, loss)
+
+    monkeypatch.setattr(Trainer, "_backward_step", step_or_interrupt)
+
+
+def test_a_header_says_what_trains_before_the_first_step_and_ctrl_c_says_where(
+    tmp_path, monkeypatch, capsys
+):
+    from attnviz.training import TrainingInterrupted
+
+    recipe = _tiny(epochs=2)
+    train(recipe, out=tmp_path, stop_after=1, progress=True, tensorboard=False)
+    err = capsys.readouterr().err
+    header, first_epoch = err.index("training tiny-se"), err.index("epoch 1/2")
+    assert header < first_epoch, err
+    for text in (
+        "(attnviz:small_resnet + se) on cpu",
+        "data synthetic: 128 training / 64 validation images at 32 px, 4 classes: disk, square",
+        "trainable of",
+        "(finetune all)",
+        f"starting {tmp_path} from scratch (2 epochs)",
+    ):
+        assert text in err[:first_epoch], (text, err)
+
+    _interrupt_at_step(monkeypatch, 1)  # Ctrl-C in the very first step of epoch 2
+    with pytest.raises(TrainingInterrupted) as info:
+        train(recipe, out=tmp_path, progress=True, tensorboard=False)
+    err = capsys.readouterr().err
+    assert f"resuming {tmp_path} from epoch 1/2" in err  # printed before that step
+    stop = info.value
+    assert isinstance(stop, KeyboardInterrupt)
+    assert (stop.epoch, stop.epochs, stop.checkpoint_epoch, stop.out_dir) == (2, 2, 1, tmp_path)
+    assert str(stop).startswith("interrupted at epoch 2/2; rerun the same command to resume")
+
+
 # -- one training per run folder -------------------------------------------------------------
 def test_a_second_training_into_a_busy_folder_fails_naming_the_holder(tmp_path, monkeypatch):
     import threading

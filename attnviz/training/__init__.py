@@ -6,7 +6,8 @@ atomic per-epoch checkpoints, bit-exact resume on CPU, tqdm progress and
 TensorBoard. ``python train.py`` and ``attnviz train`` are its command line.
 
 - :func:`train` -> :class:`TrainResult` (``out_dir``, ``checkpoint``,
-  ``best_checkpoint``, ``metrics``, ``model``, ``resumed_from_epoch``, ``finished``)
+  ``best_checkpoint``, ``metrics``, ``model``, ``resumed_from_epoch``, ``finished``);
+  a Ctrl-C is :class:`TrainingInterrupted` (the epoch reached, where a rerun resumes)
 - :func:`read_metrics` / :func:`read_run_record`: a run folder's ``metrics.json`` and
   ``run.json``, validated (:mod:`.runfolder` names every file of a run folder)
 - :func:`evaluate`: loss and accuracy of a model over a loader
@@ -21,13 +22,14 @@ from .finetune import FINETUNE_MODES
 from .loaders import build_loaders
 from .loop import evaluate
 from .runfolder import read_metrics, read_run_record
-from .runner import TrainResult, train
+from .runner import TrainingInterrupted, TrainResult, train
 
 __all__ = [
     "FINETUNE_MODES",
     "TrainError",
     "TrainResult",
     "TrainSettings",
+    "TrainingInterrupted",
     "build_loaders",
     "evaluate",
     "parse_set",

@@ -8,7 +8,8 @@
 Bad input (a missing recipe, an unknown base or ``--set`` key, a data folder
 without images, ``--epochs`` outside 1..10000, an ``--out`` that cannot be
 written, an ``--out`` another training is using) prints one error line on
-stderr and exits with status 2, having written nothing.
+stderr and exits with status 2, having written nothing. Ctrl-C prints one line
+(the epoch reached; rerunning the same command resumes) and exits with 130.
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ def _is_main() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train from parsed arguments; 0 on success, 2 on bad input (message on stderr)."""
-    from .runner import train
+    """Train from parsed arguments; 0 on success, 2 on bad input, 130 on Ctrl-C (one line each)."""
+    from .runner import TrainingInterrupted, train
 
     try:
         overrides = parse_set(args.settings)
@@ -129,6 +130,12 @@ def run(args: argparse.Namespace) -> int:
         if _is_main():
             print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line, not a traceback
+        if _is_main():
+            started = isinstance(exc, TrainingInterrupted)
+            line = str(exc) if started else "interrupted before training started (nothing written)"
+            print(line, file=sys.stderr)
+        return 130
     if _is_main() and args.progress:
         m = result.metrics
         state = "finished" if result.finished else "stopped (resume to continue)"

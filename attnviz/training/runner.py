@@ -7,7 +7,9 @@ data, that ``out`` can be written) and writes nothing: bad input raises
 *Run* then locks the run folder (:mod:`.runlock`), decides what it holds
 (:mod:`.resume`), and trains, checkpointing every epoch; it finishes by writing
 ``out/model.safetensors`` and marking ``out/run.json`` finished
-(:mod:`.runfolder` lists the files).
+(:mod:`.runfolder` lists the files). A Ctrl-C raises
+:class:`TrainingInterrupted`, which says the epoch reached and where the next
+call resumes.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..fileformats import read_json
 from ..recipes import Recipe
 from ..serialization import load_weights
-from .checkpoint import _verify
+from .checkpoint import POINTER, _verify
 from .config import TrainError, TrainSettings
 from .distributed import DistContext, _env_int, setup
 from .finetune import apply_finetune
@@ -52,7 +55,7 @@ from .runfolder import (
 )
 from .runlock import FolderLock
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "TrainingInterrupted", "train"]
 
 
 @dataclass
@@ -78,6 +81,34 @@ class TrainResult:
     settings: TrainSettings | None = None
     recipe: Recipe | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A Ctrl-C (``KeyboardInterrupt``) during :func:`train`, with where the run stands.
+
+    ``epoch``: the epoch (1-based) being trained when it came; ``epochs``: the
+    run's total; ``checkpoint_epoch``: the newest complete checkpoint, the one
+    a rerun of the same call resumes from (None: none yet, a rerun starts over);
+    ``out_dir``: the run folder. ``str()`` is the one line the command line prints.
+    Still a ``KeyboardInterrupt``: code that catches that keeps working.
+    """
+
+    def __init__(
+        self, out_dir: Path, epoch: int, epochs: int, checkpoint_epoch: int | None
+    ) -> None:
+        self.out_dir, self.epoch, self.epochs = out_dir, epoch, epochs
+        self.checkpoint_epoch = checkpoint_epoch
+        where = (
+            f"from the checkpoint of epoch {checkpoint_epoch} in {out_dir}"
+            if checkpoint_epoch
+            else f"from the start: {out_dir} holds no complete epoch yet"
+        )
+        super().__init__(
+            f"interrupted at epoch {epoch}/{epochs}; rerun the same command to resume ({where})"
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def train(
@@ -122,7 +153,8 @@ def train(
         finetune: ``"all"`` (default), ``"attention"`` (only the attention blocks
             train; the rest is frozen, its BatchNorm statistics too) or
             ``"attention+head"`` (also the classifier).
-        progress: tqdm bars (on a terminal) and one line per epoch on stderr.
+        progress: a header (device, data, classes, parameters, what is resumed),
+            tqdm bars (on a terminal) and one line per epoch, on stderr.
         tensorboard: write ``out/tensorboard`` (scalars; pictures every
             ``visualize_every`` epochs).
         overrides: ``train:`` settings over the recipe's, e.g. ``{"lr": 0.05}``.
@@ -136,6 +168,8 @@ def train(
             mode, a model whose class count differs from the data's, an ``out``
             that cannot be written, ...); nothing has been written then. Also
             when another training holds ``out``.
+        TrainingInterrupted: Ctrl-C; the newest complete checkpoint stays, and
+            the same call again resumes from it.
 
     >>> import tempfile
     >>> recipe = {"base": "attnviz:small_resnet", "attention": "se",
@@ -230,128 +264,135 @@ def _run(
     s, out = plan.settings, plan.out
     decision = Decision(*ctx.broadcast((decision.action, decision.epoch, decision.problems)))
     start = (decision.epoch or 0) if decision.action == "resume" else 0
-    if s.threads is not None:
-        torch.set_num_threads(s.threads)
-    model = plan.model.to(ctx.device)
-    if s.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    trainable = apply_finetune(model, plan.finetune)
-    train_loader, val_loader = build_loaders(
-        plan.data,
-        s,
-        plan.seed,
-        distributed=ctx.distributed,
-        num_classes=plan.num_classes if is_synthetic(plan.data) else None,
-        device=ctx.device,
-    )
-    optimizer = make_optimizer(model, s)
-    scheduler = make_scheduler(optimizer, s, len(train_loader))
-    wrapped: nn.Module = model
-    if ctx.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        wrapped = DDP(model, device_ids=ids)
-    trainer = Trainer(
-        model=model,
-        wrapped=wrapped,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        train_loader=train_loader,
-        val_loader=val_loader,
-        settings=s,
-        seed=plan.seed,
-        ctx=ctx,
-        trainable=trainable,
-        progress=progress,
-    )
-
-    history: list[dict[str, Any]] = []
-    if decision.action == "resume":
-        ckpt = _verify(out / CHECKPOINTS, start)
-        restore(ckpt, model, optimizer, scheduler, trainer, ctx, plan.identity)
-        history = list(ckpt.state.get("metrics", {}).get("epochs", []))
-    elif ctx.is_main:
-        clear(out)
-    if ctx.is_main and progress and decision.action == "resume":
-        _log(f"resuming {out} from epoch {start}/{s.epochs}")
-    if ctx.is_main:
-        write_run_record(out, _run_record(plan, ctx, finished=False))
-
-    board = None
-    fixed = None
-    if tensorboard and ctx.is_main:
-        from .board import Board
-
-        board = Board(out / TENSORBOARD, start_epoch=start)
-        if s.visualize_every:
-            fixed = _fixed_images(val_loader.dataset, ctx.device)
-    denorm = _denormalizer(val_loader.dataset)
-    data = data_info(plan.data, s.image_size, val_loader.dataset)
-
-    end = s.epochs if stop_after is None else min(s.epochs, start + stop_after)
+    reached = start + 1  # the epoch being trained, for the message of a Ctrl-C
     try:
-        for epoch in range(start, end):
-            _seed_everything(derive_seed(plan.seed, "epoch", epoch, ctx.rank))
-            stats = trainer.train_epoch(epoch, total_epochs=s.epochs)
-            t0 = time.perf_counter()
-            val = trainer.validate()
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": stats.train_loss,
-                "train_acc": stats.train_acc,
-                "val_loss": val["val_loss"],
-                "val_acc": val["val_acc"],
-                "lr": stats.lr,
-                "epoch_time_s": stats.epoch_time_s,
-                "eval_time_s": time.perf_counter() - t0,
-                "images": stats.images,
-                "images_per_s": stats.images_per_s,
-            }
-            history.append(row)
-            if ctx.is_main:
-                state = checkpoint_state(
-                    epoch=row["epoch"],
-                    trainer=trainer,
-                    scheduler=scheduler,
-                    history=history,
-                    settings=s,
-                    identity=plan.identity,
-                    recipe=plan.recipe,
-                    model=model,
+        if s.threads is not None:
+            torch.set_num_threads(s.threads)
+        model = plan.model.to(ctx.device)
+        if s.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        trainable = apply_finetune(model, plan.finetune)
+        train_loader, val_loader = build_loaders(
+            plan.data,
+            s,
+            plan.seed,
+            distributed=ctx.distributed,
+            num_classes=plan.num_classes if is_synthetic(plan.data) else None,
+            device=ctx.device,
+        )
+        optimizer = make_optimizer(model, s)
+        scheduler = make_scheduler(optimizer, s, len(train_loader))
+        wrapped: nn.Module = model
+        if ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            wrapped = DDP(model, device_ids=ids)
+        trainer = Trainer(
+            model=model,
+            wrapped=wrapped,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            train_loader=train_loader,
+            val_loader=val_loader,
+            settings=s,
+            seed=plan.seed,
+            ctx=ctx,
+            trainable=trainable,
+            progress=progress,
+        )
+
+        history: list[dict[str, Any]] = []
+        if decision.action == "resume":
+            ckpt = _verify(out / CHECKPOINTS, start)
+            restore(ckpt, model, optimizer, scheduler, trainer, ctx, plan.identity)
+            history = list(ckpt.state.get("metrics", {}).get("epochs", []))
+        elif ctx.is_main:
+            clear(out)
+        if ctx.is_main:
+            write_run_record(out, _run_record(plan, ctx, finished=False))
+            if progress:
+                _log(_header(plan, ctx, decision, model, train_loader, val_loader))
+
+        board = None
+        fixed = None
+        if tensorboard and ctx.is_main:
+            from .board import Board
+
+            board = Board(out / TENSORBOARD, start_epoch=start)
+            if s.visualize_every:
+                fixed = _fixed_images(val_loader.dataset, ctx.device)
+        denorm = _denormalizer(val_loader.dataset)
+        data = data_info(plan.data, s.image_size, val_loader.dataset)
+
+        end = s.epochs if stop_after is None else min(s.epochs, start + stop_after)
+        try:
+            for epoch in range(start, end):
+                reached = epoch + 1
+                _seed_everything(derive_seed(plan.seed, "epoch", epoch, ctx.rank))
+                stats = trainer.train_epoch(epoch, total_epochs=s.epochs)
+                t0 = time.perf_counter()
+                val = trainer.validate()
+                row = {
+                    "epoch": epoch + 1,
+                    "train_loss": stats.train_loss,
+                    "train_acc": stats.train_acc,
+                    "val_loss": val["val_loss"],
+                    "val_acc": val["val_acc"],
+                    "lr": stats.lr,
+                    "epoch_time_s": stats.epoch_time_s,
+                    "eval_time_s": time.perf_counter() - t0,
+                    "images": stats.images,
+                    "images_per_s": stats.images_per_s,
+                }
+                history.append(row)
+                if ctx.is_main:
+                    state = checkpoint_state(
+                        epoch=row["epoch"],
+                        trainer=trainer,
+                        scheduler=scheduler,
+                        history=history,
+                        settings=s,
+                        identity=plan.identity,
+                        recipe=plan.recipe,
+                        model=model,
+                    )
+                    write_epoch(
+                        out,
+                        model=model,
+                        optimizer=optimizer,
+                        state=state,
+                        history=history,
+                        keep=s.keep_checkpoints,
+                        data=data,
+                    )
+                    if board is not None:
+                        board.scalars(row["epoch"], row)
+                        last = epoch + 1 == s.epochs
+                        if fixed is not None and ((epoch + 1) % s.visualize_every == 0 or last):
+                            board.pictures(row["epoch"], model, fixed, denorm)
+                    if progress:
+                        _log(_epoch_line(row, s.epochs))
+        finally:
+            if board is not None:
+                board.close()
+        finished = end == s.epochs
+        metrics = summarize(history)
+        # Back to the default memory format: the returned model then computes bit for bit
+        # what attnviz.load(checkpoint) does (channels-last convolutions round differently).
+        model = model.to(memory_format=torch.contiguous_format).eval()
+        if ctx.is_main:
+            write_metrics(out, metrics)
+            if finished:
+                write_final(
+                    out, model, recipe=as_json(plan.recipe.to_dict()), metrics=metrics, data=data
                 )
-                write_epoch(
-                    out,
-                    model=model,
-                    optimizer=optimizer,
-                    state=state,
-                    history=history,
-                    keep=s.keep_checkpoints,
-                    data=data,
-                )
-                if board is not None:
-                    board.scalars(row["epoch"], row)
-                    last = epoch + 1 == s.epochs
-                    if fixed is not None and ((epoch + 1) % s.visualize_every == 0 or last):
-                        board.pictures(row["epoch"], model, fixed, denorm)
-                if progress:
-                    _log(_epoch_line(row, s.epochs))
-    finally:
-        if board is not None:
-            board.close()
-    finished = end == s.epochs
-    metrics = summarize(history)
-    # Back to the default memory format: the returned model then computes bit for bit
-    # what attnviz.load(checkpoint) does (channels-last convolutions round differently).
-    model = model.to(memory_format=torch.contiguous_format).eval()
-    if ctx.is_main:
-        write_metrics(out, metrics)
-        if finished:
-            write_final(
-                out, model, recipe=as_json(plan.recipe.to_dict()), metrics=metrics, data=data
-            )
-            write_run_record(out, _run_record(plan, ctx, finished=True))
-    ctx.barrier()
+                write_run_record(out, _run_record(plan, ctx, finished=True))
+        ctx.barrier()
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, TrainingInterrupted):
+            raise
+        raise TrainingInterrupted(out, reached, s.epochs, _checkpoint_epoch(out)) from None
     return TrainResult(
         out_dir=out,
         checkpoint=out / FINAL,
@@ -366,6 +407,14 @@ def _run(
     )
 
 
+def _checkpoint_epoch(out: Path) -> int | None:
+    """The epoch ``checkpoints/latest.json`` names (what a rerun resumes from), if readable."""
+    try:
+        return int(read_json(out / CHECKPOINTS / POINTER, "checkpoint pointer")["epoch"])
+    except (ValueError, OSError):
+        return None
+
+
 def _run_record(plan: Plan, ctx: DistContext, *, finished: bool) -> dict[str, Any]:
     return {
         "identity": plan.identity,
@@ -376,6 +425,43 @@ def _run_record(plan: Plan, ctx: DistContext, *, finished: bool) -> dict[str, An
         "world_size": ctx.world_size,
         "device": str(ctx.device),
     }
+
+
+def _header(
+    plan: Plan,
+    ctx: DistContext,
+    decision: Decision,
+    model: nn.Module,
+    train_loader: Any,
+    val_loader: Any,
+) -> str:
+    """What is about to train, printed before the first step (main process, ``progress``)."""
+    s, rec = plan.settings, plan.recipe
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    names = getattr(train_loader.dataset, "class_names", None) or getattr(
+        train_loader.dataset, "classes", None
+    )
+    shown = ""
+    if names:
+        shown = ": " + ", ".join(map(str, names[:6])) + (", ..." if len(names) > 6 else "")
+    procs = f", {ctx.world_size} processes" if ctx.distributed else ""
+    what = f"{rec.base}" + (f" + {rec.attention}" if rec.attention != "none" else "")
+    if decision.action == "resume":
+        state = f"resuming {plan.out} from epoch {decision.epoch}/{s.epochs}"
+    else:
+        state = f"starting {plan.out} from scratch ({s.epochs} epoch{'s' if s.epochs != 1 else ''})"
+    return "\n".join(
+        [
+            f"training {rec.name or what} ({what}) on {ctx.device}{procs}",
+            f"data {plan.data}: {len(train_loader.dataset)} training / "
+            f"{len(val_loader.dataset)} validation images at {s.image_size} px, "
+            f"{plan.num_classes} classes{shown}",
+            f"parameters: {trainable:,} trainable of {total:,} (finetune {plan.finetune}); "
+            f"batch {s.batch_size}, {len(train_loader)} steps per epoch",
+            state,
+        ]
+    )
 
 
 def _epoch_line(row: dict[str, Any], total: int) -> str:
