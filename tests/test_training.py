@@ -455,3 +455,42 @@ def test_a_killed_holders_lock_file_blocks_neither_resume_nor_fresh(tmp_path):
     fresh = train(recipe, out=tmp_path, resume=False, stop_after=1, **QUIET)
     assert fresh.resumed_from_epoch is None and not fresh.finished
     assert not (tmp_path / LOCK_FILE).exists()
+
+
+# -- dotted overrides: base_kwargs.num_classes and friends ----------------------------------
+def test_a_dotted_recipe_override_is_part_of_the_run(tmp_path):
+    result = train(_tiny(), out=tmp_path, overrides={"base_kwargs.num_classes": 3}, **QUIET)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert attnviz.load(result.checkpoint).eval()(x).shape == (2, 3)
+    assert result.metrics["epochs"][0]["images"] == 128
+    again = train(_tiny(), out=tmp_path, overrides={"base_kwargs.num_classes": 3}, **QUIET)
+    assert again.finished and again.resumed_from_epoch == 1  # the same run
+    with pytest.raises(TrainError, match=r"different recipe.*'num_classes': 3.*'num_classes': 5"):
+        train(_tiny(), out=tmp_path, overrides={"base_kwargs.num_classes": 5}, **QUIET)
+    with pytest.raises(TrainError, match="different recipe"):
+        train(_tiny(), out=tmp_path, **QUIET)  # the recipe's own 4 is another run too
+
+
+def test_dotted_set_keys_reach_recipe_mappings_and_opt_kwargs():
+    assert parse_set(
+        [
+            "base_kwargs.num_classes=3",
+            "block_kwargs.rd_ratio=0.25",
+            "train.lr=0.1",
+            "opt_kwargs.eps=1e-6",
+        ]
+    ) == {
+        "base_kwargs.num_classes": 3,
+        "block_kwargs.rd_ratio": 0.25,
+        "lr": 0.1,
+        "opt_kwargs.eps": 1e-6,
+    }
+    s = settings_from_dict({"opt_kwargs": {"nesterov": True}}, overrides={"opt_kwargs.eps": 1e-6})
+    assert s.opt_kwargs == {"nesterov": True, "eps": 1e-6}
+    with pytest.raises(TrainError, match=r"--set: unknown key 'base_kwarg\.x'.*\['base_kwargs'"):
+        parse_set(["base_kwarg.x=1"])
+    with pytest.raises(TrainError, match=r"unknown key 'base_kwargs\.'"):
+        parse_set(["base_kwargs.=1"])
+    with pytest.raises(TrainError, match=r"unknown key 'lr\.x'"):
+        settings_from_dict({}, overrides={"lr.x": 1})

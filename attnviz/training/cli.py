@@ -45,6 +45,16 @@ def _seed(text: str) -> int:
     return value
 
 
+def _num_classes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments shared by ``train.py`` and ``attnviz train``."""
     p.add_argument("--recipe", required=True, help="recipe file (models/*.yaml)")
@@ -88,7 +98,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a train: setting of the recipe (repeatable, YAML values), e.g. "
-        f"--set lr=0.05; keys: {', '.join(TrainSettings.keys())}",
+        "--set lr=0.05, or an entry of its base_kwargs / block_kwargs / opt_kwargs with a dotted "
+        f"key, e.g. --set block_kwargs.rd_ratio=0.25; train: keys: {', '.join(TrainSettings.keys())}",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=_num_classes,
+        help="classes of the model's classifier (same as --set base_kwargs.num_classes=N)",
     )
     p.add_argument(
         "--stop-after",
@@ -111,6 +127,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         overrides = parse_set(args.settings)
+        if args.num_classes is not None:
+            key, given = "base_kwargs.num_classes", overrides.get("base_kwargs.num_classes")
+            if given is not None and given != args.num_classes:
+                raise TrainError(
+                    f"--num-classes {args.num_classes} and --set {key}={given} disagree; pass one"
+                )
+            overrides[key] = args.num_classes
         result = train(
             args.recipe,
             data=args.data,

@@ -136,7 +136,7 @@ def train(
             dataset (``"oxford-pets:PATH"``, ``"voc-seg:PATH"``, ``"cifar10:PATH"``,
             ``"imagenette:PATH"``: its train and val splits, see
             :func:`attnviz.data.build_dataset`), or an image folder with
-            ``train/`` and ``val/`` subfolders of class folders.
+            ``train/`` and ``val/`` subfolders of class folders (at least 2).
         out: the run folder (created; see :mod:`attnviz.training.runfolder` for
             its files). One training at a time: while a call trains there, a
             second one fails naming the first's pid.
@@ -157,7 +157,10 @@ def train(
             tqdm bars (on a terminal) and one line per epoch, on stderr.
         tensorboard: write ``out/tensorboard`` (scalars; pictures every
             ``visualize_every`` epochs).
-        overrides: ``train:`` settings over the recipe's, e.g. ``{"lr": 0.05}``.
+        overrides: ``train:`` settings over the recipe's, e.g. ``{"lr": 0.05}``,
+            and dotted keys into the recipe's ``base_kwargs`` / ``block_kwargs``
+            (``{"base_kwargs.num_classes": 3}``) or ``opt_kwargs``; all are part of
+            what the run is (a resume with other values is refused).
         stop_after: return after this many epochs in this call (unfinished; the
             next call resumes), e.g. to fit a job into a time limit.
         download: fetch a named dataset with torchvision when it is missing
