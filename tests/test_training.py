@@ -362,6 +362,8 @@ def _interrupt_at_step(monkeypatch, step):
 def test_a_header_says_what_trains_before_the_first_step_and_ctrl_c_says_where(
     tmp_path, monkeypatch, capsys
 ):
+    import pickle
+
     from attnviz.training import TrainingInterrupted
 
     recipe = _tiny(epochs=2)
@@ -387,6 +389,8 @@ def test_a_header_says_what_trains_before_the_first_step_and_ctrl_c_says_where(
     assert isinstance(stop, KeyboardInterrupt)
     assert (stop.epoch, stop.epochs, stop.checkpoint_epoch, stop.out_dir) == (2, 2, 1, tmp_path)
     assert str(stop).startswith("interrupted at epoch 2/2; rerun the same command to resume")
+    again = pickle.loads(pickle.dumps(stop))  # as it leaves a worker process
+    assert (str(again), again.checkpoint_epoch) == (str(stop), 1)
 
 
 # -- one training per run folder -------------------------------------------------------------

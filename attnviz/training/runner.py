@@ -110,6 +110,9 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __str__(self) -> str:
         return str(self.args[0])
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled whole, e.g. out of an ablation worker
+        return (type(self), (self.out_dir, self.epoch, self.epochs, self.checkpoint_epoch))
+
 
 def train(
     recipe: Recipe | str | os.PathLike[str] | dict[str, Any],
