@@ -4,10 +4,15 @@ A crash or a kill during a write leaves the previous file (or none), never a
 partial one. The file gets the permissions a plain ``open(path, "w")`` would
 (``0o666`` minus the umask), not ``mkstemp``'s private ``0o600``, so reports and
 checkpoints stay readable by whoever could read the folder.
+
+:func:`check_writable_folder` is the check every command runs on its output
+folders before any work starts, so that a bad ``--out`` is one line at once,
+not a traceback after the work is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -15,7 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+from .errors import OutputError
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_writable_folder",
+]
 
 
 def _umask() -> int:
@@ -59,3 +72,63 @@ def atomic_write_json(
     """``obj`` as JSON (sorted keys: files diff cleanly between runs)."""
     text = json.dumps(obj, indent=indent, sort_keys=True, default=default)
     return atomic_write_text(path, text)
+
+
+def check_writable_folder(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Check that ``path`` can be a folder this process writes files in; leave the disk as it was.
+
+    Creates the folders that are missing, writes and removes a probe file in
+    ``path``, then removes the folders it created (also when the check fails).
+    Raises :class:`~attnviz.errors.OutputError`, one line starting with ``what``
+    and the path and saying why (a file where a folder must be, no permission,
+    a read-only file system, ...). Returns ``path``.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> root = Path(tempfile.mkdtemp())
+    >>> check_writable_folder(root / "runs" / "se", "out") == root / "runs" / "se"
+    True
+    >>> (root / "runs").exists()
+    False
+    >>> (root / "notes.txt").write_text("x")
+    1
+    >>> check_writable_folder(root / "notes.txt" / "run", "out")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    attnviz.errors.OutputError: out '.../notes.txt/run': '.../notes.txt' is a file, not a folder
+    """
+    path = Path(path)
+    head = f"{what} {str(path)!r}"
+    missing: list[Path] = []
+    existing = path
+    while not os.path.lexists(existing) and existing != existing.parent:
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        desc = "a file, not a folder" if existing.is_file() else "not a folder"
+        where = "exists and is" if existing == path else f"{str(existing)!r} is"
+        raise OutputError(f"{head}: {where} {desc}")
+    created: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except OSError as exc:
+                raise OutputError(f"{head}: cannot create {str(folder)!r} ({_why(exc)})") from None
+            created.append(folder)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".attnviz-probe-", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OutputError(f"{head}: cannot write files in it ({_why(exc)})") from None
+    finally:
+        for folder in reversed(created):
+            # OSError: something else wrote into it meanwhile; it is not ours to remove then
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return path
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)

@@ -21,6 +21,7 @@ __all__ = [
     "GridError",
     "InputContractError",
     "LaunchError",
+    "OutputError",
     "RecipeError",
     "StatisticsError",
     "SurgeryError",
@@ -98,6 +99,13 @@ class StatisticsError(AttnvizError):
 
 class FileFormatError(AttnvizError):
     """A file that is not a valid attnviz file of its kind: names the file and the field."""
+
+
+class OutputError(AttnvizError):
+    """An output path that cannot be created or written: names the path and why.
+
+    Raised by the check every command runs on its output folders before any work starts.
+    """
 
 
 class UntrustedCodeError(AttnvizError):

@@ -17,7 +17,7 @@ same optimisation whatever the number of processes.
 >>> s = settings_from_dict({"epochs": 2}, overrides={"lr": 0.05})
 >>> s.epochs, s.lr, s.opt
 (2, 0.05, 'sgd')
->>> settings_from_dict({"epoch": 2})
+>>> settings_from_dict({"epoch": 2})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
 attnviz.errors.TrainError: train: unknown key 'epoch'; valid keys, closest first: ['epochs', ...]
@@ -40,9 +40,11 @@ __all__ = [
     "FINETUNE_MODES",
     "FLIP_MODES",
     "MAX_EPOCHS",
+    "RECIPE_MAPPINGS",
     "SCHEDULERS",
     "TrainError",
     "TrainSettings",
+    "apply_dotted",
     "parse_set",
     "settings_from_dict",
 ]
@@ -55,6 +57,10 @@ FLIP_MODES = ("none", "horizontal", "vertical", "both")
 AMP_MODES = ("none", "bf16", "fp16")
 #: Which parameters train: everything, only the attention blocks, or the blocks and the classifier.
 FINETUNE_MODES = ("all", "attention", "attention+head")
+#: Recipe mappings that an override reaches with a dotted key: ``base_kwargs.num_classes=3``.
+RECIPE_MAPPINGS = ("base_kwargs", "block_kwargs")
+#: ``train:`` keys whose values are mappings, reached the same way: ``opt_kwargs.eps=1e-6``.
+_MAPPING_KEYS = ("opt_kwargs",)
 
 
 @dataclass
@@ -226,10 +232,51 @@ def _unknown_key(key: Any, source: str) -> TrainError:
     return TrainError(f"{source}: unknown key {key!r}; valid keys, closest first: {near}")
 
 
-def _validate(values: Mapping[str, Any], source: str) -> None:
+def _dotted(key: Any, heads: Iterable[str]) -> bool:
+    """Whether ``key`` is ``HEAD.name[.name...]`` for one of ``heads``, with no empty part."""
+    if not isinstance(key, str) or "." not in key:
+        return False
+    head, _, rest = key.partition(".")
+    return head in heads and all(part.strip() for part in rest.split("."))
+
+
+def _unknown_dotted(key: str, source: str, heads: Iterable[str]) -> TrainError:
+    heads = list(heads)
+    near = difflib.get_close_matches(key.partition(".")[0], heads, n=len(heads), cutoff=0.0)
+    return TrainError(
+        f"{source}: unknown key {key!r}; dotted keys start with one of, closest first: {near}"
+    )
+
+
+def apply_dotted(mapping: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``mapping`` with each ``"a.b.c": v`` of ``overrides`` set at ``[a][b][c]``.
+
+    Missing or non-mapping levels on the way become mappings; the input is not modified.
+
+    >>> apply_dotted({"base_kwargs": {"num_classes": 10, "widths": [8]}},
+    ...              {"base_kwargs.num_classes": 3, "block_kwargs.rd_ratio": 0.25})
+    {'base_kwargs': {'num_classes': 3, 'widths': [8]}, 'block_kwargs': {'rd_ratio': 0.25}}
+    """
+    out = dict(mapping)
+    for key, value in overrides.items():
+        *path, leaf = key.split(".")
+        level = out
+        for part in path:
+            inner = level.get(part)
+            level[part] = dict(inner) if isinstance(inner, Mapping) else {}
+            level = level[part]
+        level[leaf] = value
+    return out
+
+
+def _validate(values: Mapping[str, Any], source: str, *, dotted: bool = False) -> None:
     if not isinstance(values, Mapping):
         raise TrainError(f"{source} must be a mapping of settings, got {type(values).__name__}")
     for key, value in values.items():
+        if dotted and _dotted(key, _MAPPING_KEYS):
+            continue  # checked with the mapping it lands in
+        if dotted and isinstance(key, str) and "." in key:
+            raise _unknown_dotted(key, source, _MAPPING_KEYS)
         if key not in _CHECKS:
             raise _unknown_key(key, source)
         expected = _CHECKS[key](value)
@@ -254,12 +301,20 @@ def settings_from_dict(
     source: str = "train",
     overrides_source: str = "overrides",
 ) -> TrainSettings:
-    """Validated settings: defaults, then ``values`` (a recipe's ``train:``), then ``overrides``."""
+    """Validated settings: defaults, then ``values`` (a recipe's ``train:``), then ``overrides``.
+
+    An override may reach into a mapping-valued key with a dotted key
+    (``{"opt_kwargs.eps": 1e-6}``), keeping the mapping's other entries.
+    """
     values = {} if values is None else values
     overrides = {} if overrides is None else overrides
     _validate(values, source)
-    _validate(overrides, overrides_source)
-    merged = {**values, **overrides}
+    _validate(overrides, overrides_source, dotted=True)
+    dotted = {k: v for k, v in overrides.items() if "." in k}
+    merged = {**values, **{k: v for k, v in overrides.items() if "." not in k}}
+    if dotted:
+        merged = apply_dotted({**merged, "opt_kwargs": merged.get("opt_kwargs") or {}}, dotted)
+        _validate({k: merged[k] for k in _MAPPING_KEYS}, overrides_source)
     if merged.get("sched") in ("wsd", "rsqrt") and merged.get("decay_epochs") is None:
         merged["decay_epochs"] = 0.2
     settings = TrainSettings(**merged)
@@ -271,19 +326,31 @@ def settings_from_dict(
 def parse_set(items: Iterable[str]) -> dict[str, Any]:
     """``["lr=0.05", "flip=both"]`` -> ``{"lr": 0.05, "flip": "both"}``; values are YAML.
 
-    Keys are checked (unknown keys raise :class:`TrainError` with the closest
-    valid ones); values are checked by :func:`settings_from_dict`.
+    A key is a ``train:`` key (also written ``train.lr``), or a dotted key into
+    a recipe mapping (``base_kwargs.num_classes``, ``block_kwargs.rd_ratio``) or
+    into ``opt_kwargs`` (``opt_kwargs.eps``); dotted keys stay dotted in the
+    result, for :func:`~attnviz.training.train`'s ``overrides``. Unknown keys
+    raise :class:`TrainError` with the closest valid ones; values are checked
+    where they are used.
 
     >>> parse_set(["lr=0.05", "train_images=512", "grad_clip=null"])
     {'lr': 0.05, 'train_images': 512, 'grad_clip': None}
+    >>> parse_set(["base_kwargs.num_classes=3", "train.flip=none"])
+    {'base_kwargs.num_classes': 3, 'flip': 'none'}
     """
     out: dict[str, Any] = {}
+    heads = (*RECIPE_MAPPINGS, *_MAPPING_KEYS)
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise TrainError(f"--set expects key=value, got {item!r}")
-        if key not in _CHECKS:
+        if key.startswith("train."):
+            key = key[len("train.") :]
+        if "." in key:
+            if not _dotted(key, heads):
+                raise _unknown_dotted(key, "--set", heads)
+        elif key not in _CHECKS:
             raise _unknown_key(key, "--set")
         try:
             value = yaml.safe_load(text) if text.strip() else None

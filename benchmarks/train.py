@@ -37,7 +37,7 @@ from attnviz.training.checkpoint import save_checkpoint
 from attnviz.training.distributed import DistContext
 from attnviz.training.loaders import build_loaders
 from attnviz.training.loop import Trainer
-from attnviz.training.runner import _make_optimizer, _make_scheduler
+from attnviz.training.optim import make_optimizer, make_scheduler
 
 #: Blocks placed "after" on every residual branch, with their kwargs where the defaults do not
 #: fit the demo maps (32, 16, 8). Blocks that replace a convolution (sk, splat, lambda,
@@ -114,8 +114,8 @@ def loop_overhead(args) -> list[tuple[str, str, str]]:
     images, labels = train_loader.tensors[0], train_loader.tensors[1]
 
     ours_model = demo_model("se", args.device)
-    optimizer = _make_optimizer(ours_model, settings)
-    scheduler = _make_scheduler(optimizer, settings, len(train_loader))
+    optimizer = make_optimizer(ours_model, settings)
+    scheduler = make_scheduler(optimizer, settings, len(train_loader))
     trainer = Trainer(
         model=ours_model,
         wrapped=ours_model,

@@ -254,11 +254,12 @@ def test_fuzz_resume_from_a_mutated_checkpoint(examples, stopped_run, tmp_path, 
     """The whole resume path: run.json, the state (scheduler, RNG, optimizer) and the weights."""
     import shutil
 
-    from attnviz.training.runner import _decide, _prepare
+    from attnviz.training.plan import prepare
+    from attnviz.training.resume import decide
 
     src, recipe, overrides = stopped_run
     monkeypatch.chdir(tmp_path)
-    plan = _prepare(
+    plan = prepare(
         recipe,
         data="synthetic",
         out=tmp_path / "r",
@@ -284,7 +285,7 @@ def test_fuzz_resume_from_a_mutated_checkpoint(examples, stopped_run, tmp_path, 
         except (ValueError, TypeError):
             return
         with guarded(tmp_path):
-            _decide(plan, True, warn=False)
+            decide(plan.out, plan.identity, resume=True, warn=False)
             if which == "state":
                 from attnviz.training import train
 

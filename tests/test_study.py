@@ -199,7 +199,9 @@ def test_seed_summaries_give_t_intervals_from_three_seeds_and_paired_tests():
     lo, hi = sps.t.interval(0.95, 2, loc=0.85, scale=sps.sem([0.84, 0.85, 0.86]))
     assert (se["accuracy_ci_low"], se["accuracy_ci_high"]) == pytest.approx((lo, hi))
     t = sps.ttest_rel([0.84, 0.85, 0.86], [0.80, 0.82, 0.81])
-    assert se["accuracy_delta"] == pytest.approx(0.04) and se["accuracy_p"] == pytest.approx(t.pvalue)
+    assert se["accuracy_delta"] == pytest.approx(0.04) and se["accuracy_p"] == pytest.approx(
+        t.pvalue
+    )
     assert eca["accuracy_ci_low"] is None and eca["interval_note"] == "n < 3: no interval"
     assert eca["accuracy_p"] is None and "accuracy_delta" not in base
     text = _markdown(list(summary.values()), "t")

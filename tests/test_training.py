@@ -341,3 +341,160 @@ def test_the_shipped_demo_recipe_reaches_85_percent(tmp_path):
     m = result.metrics
     print(f"small-resnet: val acc {m['val_acc']:.4f} after {m['train_time_s']:.0f} s of training")
     assert m["val_acc"] >= 0.85
+
+
+# -- what a user sees: the header, and where a Ctrl-C leaves the run ---------------------------
+def _interrupt_at_step(monkeypatch, step):
+    """Make the ``step``-th optimizer step (1-based, counted over the calls) raise Ctrl-C."""
+    from attnviz.training.loop import Trainer
+
+    original, calls = Trainer._backward_step, []
+
+    def step_or_interrupt(self, loss):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return original(self, loss)
+
+    monkeypatch.setattr(Trainer, "_backward_step", step_or_interrupt)
+
+
+def test_a_header_says_what_trains_before_the_first_step_and_ctrl_c_says_where(
+    tmp_path, monkeypatch, capsys
+):
+    import pickle
+
+    from attnviz.training import TrainingInterrupted
+
+    recipe = _tiny(epochs=2)
+    train(recipe, out=tmp_path, stop_after=1, progress=True, tensorboard=False)
+    err = capsys.readouterr().err
+    header, first_epoch = err.index("training tiny-se"), err.index("epoch 1/2")
+    assert header < first_epoch, err
+    for text in (
+        "(attnviz:small_resnet + se) on cpu",
+        "data synthetic: 128 training / 64 validation images at 32 px, 4 classes: disk, square",
+        "trainable of",
+        "(finetune all)",
+        f"starting {tmp_path} from scratch (2 epochs)",
+    ):
+        assert text in err[:first_epoch], (text, err)
+
+    _interrupt_at_step(monkeypatch, 1)  # Ctrl-C in the very first step of epoch 2
+    with pytest.raises(TrainingInterrupted) as info:
+        train(recipe, out=tmp_path, progress=True, tensorboard=False)
+    err = capsys.readouterr().err
+    assert f"resuming {tmp_path} from epoch 1/2" in err  # printed before that step
+    stop = info.value
+    assert isinstance(stop, KeyboardInterrupt)
+    assert (stop.epoch, stop.epochs, stop.checkpoint_epoch, stop.out_dir) == (2, 2, 1, tmp_path)
+    assert str(stop).startswith("interrupted at epoch 2/2; rerun the same command to resume")
+    again = pickle.loads(pickle.dumps(stop))  # as it leaves a worker process
+    assert (str(again), again.checkpoint_epoch) == (str(stop), 1)
+
+
+# -- one training per run folder -------------------------------------------------------------
+def test_a_second_training_into_a_busy_folder_fails_naming_the_holder(tmp_path, monkeypatch):
+    import threading
+
+    from attnviz.training.loop import Trainer
+    from attnviz.training.runfolder import LOCK_FILE
+
+    started, release = threading.Event(), threading.Event()
+    original = Trainer.train_epoch
+
+    def held(self, *args, **kwargs):  # the first training waits inside its run, lock held
+        if threading.current_thread() is not threading.main_thread():
+            started.set()
+            assert release.wait(120)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", held)
+    box: dict = {}
+
+    def first():
+        try:
+            box["result"] = train(_tiny(), out=tmp_path, **QUIET)
+        except BaseException as exc:  # reported by the main thread
+            box["error"] = exc
+            started.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert started.wait(120) and "error" not in box, box
+        assert f"pid {os.getpid()} on " in (tmp_path / LOCK_FILE).read_text()
+        with pytest.raises(TrainError, match=rf"in use by another training \(pid {os.getpid()} "):
+            train(_tiny(), out=tmp_path, **QUIET)
+        with pytest.raises(TrainError, match="in use by another training"):
+            train(_tiny(), out=tmp_path, resume=False, **QUIET)  # --fresh does not get in either
+    finally:
+        release.set()
+        thread.join(120)
+    assert "error" not in box, box
+    assert box["result"].finished and box["result"].metrics["epochs"][0]["epoch"] == 1
+    assert not (tmp_path / LOCK_FILE).exists()  # released, and removed
+
+
+def test_a_killed_holders_lock_file_blocks_neither_resume_nor_fresh(tmp_path):
+    import signal
+
+    from attnviz.training.runfolder import LOCK_FILE
+    from attnviz.training.runlock import FolderLock
+
+    recipe = _tiny(epochs=2)
+    train(recipe, out=tmp_path, stop_after=1, **QUIET)
+    pid = os.fork()
+    if pid == 0:  # a training that takes the lock and is killed with it held
+        try:
+            FolderLock(tmp_path).acquire()
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status)
+    assert f"pid {pid} on " in (tmp_path / LOCK_FILE).read_text()  # left behind, unlocked
+    resumed = train(recipe, out=tmp_path, **QUIET)
+    assert resumed.finished and resumed.resumed_from_epoch == 1
+    (tmp_path / LOCK_FILE).write_text(f"pid {pid} on nowhere\n")
+    fresh = train(recipe, out=tmp_path, resume=False, stop_after=1, **QUIET)
+    assert fresh.resumed_from_epoch is None and not fresh.finished
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+# -- dotted overrides: base_kwargs.num_classes and friends ----------------------------------
+def test_a_dotted_recipe_override_is_part_of_the_run(tmp_path):
+    result = train(_tiny(), out=tmp_path, overrides={"base_kwargs.num_classes": 3}, **QUIET)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert attnviz.load(result.checkpoint).eval()(x).shape == (2, 3)
+    assert result.metrics["epochs"][0]["images"] == 128
+    again = train(_tiny(), out=tmp_path, overrides={"base_kwargs.num_classes": 3}, **QUIET)
+    assert again.finished and again.resumed_from_epoch == 1  # the same run
+    with pytest.raises(TrainError, match=r"different recipe.*'num_classes': 3.*'num_classes': 5"):
+        train(_tiny(), out=tmp_path, overrides={"base_kwargs.num_classes": 5}, **QUIET)
+    with pytest.raises(TrainError, match="different recipe"):
+        train(_tiny(), out=tmp_path, **QUIET)  # the recipe's own 4 is another run too
+
+
+def test_dotted_set_keys_reach_recipe_mappings_and_opt_kwargs():
+    assert parse_set(
+        [
+            "base_kwargs.num_classes=3",
+            "block_kwargs.rd_ratio=0.25",
+            "train.lr=0.1",
+            "opt_kwargs.eps=1e-6",
+        ]
+    ) == {
+        "base_kwargs.num_classes": 3,
+        "block_kwargs.rd_ratio": 0.25,
+        "lr": 0.1,
+        "opt_kwargs.eps": 1e-6,
+    }
+    s = settings_from_dict({"opt_kwargs": {"nesterov": True}}, overrides={"opt_kwargs.eps": 1e-6})
+    assert s.opt_kwargs == {"nesterov": True, "eps": 1e-6}
+    with pytest.raises(TrainError, match=r"--set: unknown key 'base_kwarg\.x'.*\['base_kwargs'"):
+        parse_set(["base_kwarg.x=1"])
+    with pytest.raises(TrainError, match=r"unknown key 'base_kwargs\.'"):
+        parse_set(["base_kwargs.=1"])
+    with pytest.raises(TrainError, match=r"unknown key 'lr\.x'"):
+        settings_from_dict({}, overrides={"lr.x": 1})

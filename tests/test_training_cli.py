@@ -72,6 +72,9 @@ def _empty_folder(tmp_path):
         ("bad finetune", "invalid choice: 'head'"),
         ("fp16 on cpu", "fp16 needs a CUDA device"),
         ("class count", "has 2 classes but the model has 4 outputs"),
+        ("one class", "has 1 class (a); training a classifier needs at least 2 classes"),
+        ("num-classes disagree", "--num-classes 3 and --set base_kwargs.num_classes=5 disagree"),
+        ("unknown dotted key", "unknown key 'base_kwarg.num_classes'; dotted keys start with"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_error_and_writes_nothing(
@@ -105,13 +108,17 @@ def test_bad_input_exits_2_with_a_clear_error_and_writes_nothing(
         args += ["--finetune", "head"]
     elif case == "fp16 on cpu":
         args += ["--set", "amp=fp16", "--device", "cpu"]
-    elif case == "class count":
+    elif case in ("class count", "one class"):
         root = tmp_path / "two"
         for split in ("train", "val"):
-            for cls in ("a", "b"):
+            for cls in ("a", "b") if case == "class count" else ("a",):
                 (root / split / cls).mkdir(parents=True)
                 _png(root / split / cls / "x.png")
         args += ["--data", root]
+    elif case == "num-classes disagree":
+        args += ["--num-classes", "3", "--set", "base_kwargs.num_classes=5"]
+    elif case == "unknown dotted key":
+        args += ["--set", "base_kwarg.num_classes=3"]
     before = sorted(p for p in tmp_path.rglob("*"))
     code, err = _run(args, capsys)
     assert code == 2, err
@@ -151,3 +158,50 @@ def test_attnviz_train_subcommand_trains(recipe, tmp_path, capsys):
     assert (out / "model.safetensors").is_file()
     # Same arguments again: the finished run is returned at once.
     assert main([*common, "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("case", ["file in the way", "out is a file", "system folder"])
+def test_an_out_that_cannot_be_written_is_one_line_before_any_work(
+    case, recipe, tmp_path, capsys, monkeypatch
+):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was built before --out was checked")
+
+    monkeypatch.setattr("attnviz.training.plan.build_model", no_work)
+    (tmp_path / "file.png").write_bytes(b"not a folder")
+    out, message = {
+        "file in the way": (tmp_path / "file.png" / "run", "file.png' is a file, not a folder"),
+        "out is a file": (tmp_path / "file.png", "exists and is a file, not a folder"),
+        "system folder": (Path("/proc/x"), "out '/proc/x': cannot create '/proc/x'"),
+    }[case]
+    if case == "system folder" and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux /proc")
+    before = sorted(tmp_path.rglob("*"))
+    code, err = _run(["--recipe", recipe, "--out", out, "--no-progress"], capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert err.startswith(f"error: out {str(out)!r}: "), err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_num_classes_fits_the_model_to_a_folder_and_is_part_of_the_run(recipe, tmp_path, capsys):
+    import attnviz
+
+    root = tmp_path / "three"
+    for split in ("train", "val"):
+        for cls in ("a", "b", "c"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(2):
+                _png(root / split / cls / f"{i}.png")
+    out = tmp_path / "run"
+    common = ["--recipe", recipe, "--data", root, "--out", out, "--epochs", "1", "--no-tensorboard"]
+    common += ["--set", "batch_size=3", "--set", "threads=1"]
+    code, err = _run([*common, "--num-classes", "3"], capsys)
+    assert code == 0, err
+    assert "3 classes: a, b, c" in err and "finished: val acc" in err
+    assert attnviz.load(out / "model.safetensors").fc.out_features == 3
+    code, err = _run([*common, "--set", "base_kwargs.num_classes=3"], capsys)  # the same run
+    assert code == 0 and "finished: val acc" in err and "epoch 1/1" not in err, err
+    code, err = _run([*common, "--num-classes", "2", "--fresh"], capsys)
+    assert code == 2 and "has 3 classes but the model has 2 outputs" in err, err
+    assert "pass --num-classes 3" in err

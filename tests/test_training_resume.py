@@ -143,3 +143,35 @@ def test_no_good_checkpoint_starts_over(tmp_path):
     with pytest.warns(UserWarning, match="epoch-0001.safetensors: checksum mismatch"):
         result = train(SMALL, out=tmp_path, stop_after=1, **QUIET)
     assert result.resumed_from_epoch is None and len(result.metrics["epochs"]) == 1
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_same_command_resumes_to_identical_weights(
+    small_reference, tmp_path, monkeypatch, capsys
+):
+    from attnviz.cli.train import main
+
+    from attnviz.training.loop import Trainer
+
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(yaml.safe_dump(SMALL))
+    argv = ["--recipe", str(recipe), "--out", str(tmp_path / "run"), "--no-tensorboard"]
+    original, calls = Trainer._backward_step, []
+
+    def step(self, loss):  # Ctrl-C in the 3rd step of epoch 2 (8 steps per epoch)
+        calls.append(1)
+        if len(calls) == 8 + 3:
+            raise KeyboardInterrupt
+        return original(self, loss)
+
+    monkeypatch.setattr(Trainer, "_backward_step", step)
+    assert main([*argv, "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "interrupted at epoch 2/3; rerun the same command to resume (from the checkpoint of "
+        f"epoch 1 in {tmp_path / 'run'})"
+    ]
+    monkeypatch.undo()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"resuming {tmp_path / 'run'} from epoch 1/3" in err and "finished" in err
+    _assert_same_weights(tmp_path / "run" / "model.safetensors", small_reference.checkpoint)

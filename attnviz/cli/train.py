@@ -6,8 +6,10 @@
         --set lr=0.01 --set batch_size=128 --out runs/r18-se
 
 Bad input (a missing recipe, an unknown base or ``--set`` key, a data folder
-without images, ``--epochs`` outside 1..10000) prints one error line on stderr
-and exits with status 2, having written nothing.
+without images, ``--epochs`` outside 1..10000, an ``--out`` that cannot be
+written, an ``--out`` another training is using) prints one error line on
+stderr and exits with status 2, having written nothing. Ctrl-C prints one line
+(the epoch reached; rerunning the same command resumes) and exits with 130.
 """
 
 from __future__ import annotations
@@ -42,6 +44,16 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _num_classes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
     return value
 
 
@@ -88,7 +100,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a train: setting of the recipe (repeatable, YAML values), e.g. "
-        f"--set lr=0.05; keys: {', '.join(TrainSettings.keys())}",
+        "--set lr=0.05, or an entry of its base_kwargs / block_kwargs / opt_kwargs with a dotted "
+        f"key, e.g. --set block_kwargs.rd_ratio=0.25; train: keys: {', '.join(TrainSettings.keys())}",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=_num_classes,
+        help="classes of the model's classifier (same as --set base_kwargs.num_classes=N)",
     )
     p.add_argument(
         "--stop-after",
@@ -106,11 +124,18 @@ def _is_main() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train from parsed arguments; 0 on success, 2 on bad input (message on stderr)."""
-    from ..training import train
+    """Train from parsed arguments; 0 on success, 2 on bad input, 130 on Ctrl-C (one line each)."""
+    from ..training import TrainingInterrupted, train
 
     try:
         overrides = parse_set(args.settings)
+        if args.num_classes is not None:
+            key, given = "base_kwargs.num_classes", overrides.get("base_kwargs.num_classes")
+            if given is not None and given != args.num_classes:
+                raise TrainError(
+                    f"--num-classes {args.num_classes} and --set {key}={given} disagree; pass one"
+                )
+            overrides[key] = args.num_classes
         result = train(
             args.recipe,
             data=args.data,
@@ -130,6 +155,12 @@ def run(args: argparse.Namespace) -> int:
         if _is_main():
             print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line, not a traceback
+        if _is_main():
+            started = isinstance(exc, TrainingInterrupted)
+            line = str(exc) if started else "interrupted before training started (nothing written)"
+            print(line, file=sys.stderr)
+        return 130
     if _is_main() and args.progress:
         m = result.metrics
         state = "finished" if result.finished else "stopped (resume to continue)"

@@ -154,15 +154,14 @@ def run_cell(
     """Train and evaluate one cell; writes ``out/result.json`` last and returns it."""
     from ..recipes import build_model, recipe_from_dict
     from ..serialization import load_weights
-    from ..training import train
+    from ..training import read_metrics, train
 
     recipe = _cell_recipe(grid, cell)
     if torchrun:
         run_dir = _train_torchrun(grid, cell, recipe, out, torchrun, device)
         # the grid's recipe builds the model; the run folder only gives its weights
         model = load_weights(build_model(recipe_from_dict(recipe)), run_dir / "model.safetensors")
-        metrics_file = run_dir / "metrics.json"
-        train_metrics = read_json(metrics_file, "run metrics") if metrics_file.exists() else {}
+        train_metrics = read_metrics(run_dir, missing_ok=True)
     else:
         result = train(
             recipe,

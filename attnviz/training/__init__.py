@@ -6,7 +6,10 @@ shapes, a named dataset or an image folder, in one process or under ``torchrun``
 and TensorBoard. ``python train.py`` and ``attnviz train`` are its command line.
 
 - :func:`train` -> :class:`TrainResult` (``out_dir``, ``checkpoint``,
-  ``best_checkpoint``, ``metrics``, ``model``, ``resumed_from_epoch``, ``finished``)
+  ``best_checkpoint``, ``metrics``, ``model``, ``resumed_from_epoch``, ``finished``);
+  a Ctrl-C is :class:`TrainingInterrupted` (the epoch reached, where a rerun resumes)
+- :func:`read_metrics` / :func:`read_run_record`: a run folder's ``metrics.json`` and
+  ``run.json``, validated (:mod:`.runfolder` names every file of a run folder)
 - :func:`evaluate`: loss and accuracy of a model over a loader
 - :func:`build_loaders`: the train/val loaders of a data spec (the val split is
   a function of the data spec and the settings only)
@@ -27,7 +30,10 @@ _NAMES = {
     "build_loaders": ".loaders",
     "evaluate": ".loop",
     "TrainResult": ".runner",
+    "TrainingInterrupted": ".runner",
     "train": ".runner",
+    "read_metrics": ".runfolder",
+    "read_run_record": ".runfolder",
 }
 
 __all__ = sorted(_NAMES)
