@@ -69,6 +69,13 @@ def _surgery_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--init", default="default", choices=["default", "identity"])
     p.add_argument(
+        "--placement",
+        default="after",
+        choices=["after", "parallel", "replace"],
+        help="after the site; parallel: beside a module, added through a scale at 0; "
+        "replace: the module swapped for the block",
+    )
+    p.add_argument(
         "--input-size",
         type=int,
         nargs=3,
@@ -94,7 +101,9 @@ def _run_surgery(args: argparse.Namespace) -> int:
     x = _example(args, model)
     if args.attention:
         where = parse_where(args.where[0] if len(args.where) == 1 else args.where)
-        model = insert_attention(model, args.attention, where, example_input=x, init=args.init)
+        model = insert_attention(
+            model, args.attention, where, example_input=x, init=args.init, placement=args.placement
+        )
     spec = surgery_spec(model)
     blocks = attention_modules(model)
     attn_params = sum(p.numel() for b in blocks.values() for p in b.parameters())
@@ -110,7 +119,8 @@ def _run_surgery(args: argparse.Namespace) -> int:
         print("no attention blocks")
     for ins in spec["insertions"]:
         print(
-            f"\n{ins['attention']} (init={ins['init']}, where={ins['where']}, kwargs={ins['kwargs']}): {len(ins['sites'])} blocks"
+            f"\n{ins['attention']} (init={ins['init']}, where={ins['where']}, "
+            f"placement={ins.get('placement', 'after')}, kwargs={ins['kwargs']}): {len(ins['sites'])} blocks"
         )
         print(f"  {'site':<28} {'block':<30} {'channels':>8} {'params':>9}")
         for s in ins["sites"]:
