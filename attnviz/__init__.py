@@ -13,6 +13,7 @@ from .errors import AttnvizError, FileFormatError, SurgeryError, UntrustedCodeEr
 from .intermediates import list_intermediates, with_intermediates
 from .serialization import load, load_base_weights, load_weights, read_spec, save
 from .surgery import (
+    ReplacedWeightsWarning,
     apply_surgery,
     attention_keys,
     attention_modules,
@@ -29,6 +30,7 @@ __all__ = [
     "Comparison",
     "FileFormatError",
     "Gate",
+    "ReplacedWeightsWarning",
     "SurgeryError",
     "UntrustedCodeError",
     "__version__",

@@ -338,6 +338,16 @@ def test_load_base_weights_refuses_a_replaced_key_of_another_shape(tmp_path, dem
         load_base_weights(rep, state)
 
 
+def test_the_surgery_command_takes_a_placement(capsys):
+    from attnviz.cli import main
+
+    args = ["surgery", "attnviz:small_resnet", "--attention", "sk", "--where", "layer*.*.conv1"]
+    with pytest.warns(ReplacedWeightsWarning):
+        assert main([*args, "--placement", "replace", "--input-size", "3", "32", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "placement=replace" in out and "layer1.0.conv1" in out
+
+
 # -- timm's native twins -------------------------------------------------------------------
 # Surgery on timm's plain counterpart plus a weight transfer gives the native network's
 # logits, on random weights with random BatchNorm statistics.
