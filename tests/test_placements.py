@@ -399,6 +399,23 @@ def test_resnet18_with_sk_replacing_conv1_is_timm_skresnet18():
     ) == sum(p.numel() for p in native.parameters())
 
 
+RESNET_TWINS = {  # native -> (plain, attention): SE / ECA on the residual branch, before the add
+    "seresnet50": ("resnet50", "se"),
+    "ecaresnet50d": ("resnet50d", "eca"),
+}
+
+
+@pytest.mark.parametrize("native_name", list(RESNET_TWINS))
+def test_timm_resnet_with_attention_on_the_residual_branch_is_timms_native_network(native_name):
+    plain_name, attention = RESNET_TWINS[native_name]
+    torch.manual_seed(0)
+    native = randomize_bn(timm.create_model(native_name, num_classes=10)).eval()
+    plain = timm.create_model(plain_name, num_classes=10).eval()
+    model = insert_attention(plain, attention, "residual", example_input=X[:1])
+    assert not _transfer(native, model, lambda key: key.replace(".se.", ".attn."))
+    torch.testing.assert_close(_out(model), _out(native), atol=1e-5, rtol=0)
+
+
 BYOB_TWINS = {  # native -> (plain, attention, block kwargs, input size)
     "gcresnext26ts": ("resnext26ts", "gca", {}, 64),
     "seresnext26ts": ("resnext26ts", "se", {}, 64),
