@@ -53,6 +53,7 @@ _NAMES = {
     "FileFormatError": ".errors",
     "SurgeryError": ".errors",
     "UntrustedCodeError": ".errors",
+    "ReplacedWeightsWarning": ".surgery",
 }
 _SUBMODULES = (
     "analysis",

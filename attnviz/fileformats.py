@@ -61,51 +61,86 @@ _BASE_REF = {
     "additionalProperties": False,
 }
 
-_SITE = {
+_SITE_V1_PROPERTIES = {
+    # names that reach generated code: dotted Python identifiers (module paths and values)
+    "site": {"type": "string", "pattern": _DOTTED, "maxLength": 512},
+    "owner": {"type": "string", "pattern": _DOTTED_OR_EMPTY, "maxLength": 512},
+    "local": {"type": "string", "pattern": _DOTTED_OR_EMPTY, "maxLength": 512},
+    "attr": {"type": "string", "pattern": rf"^{_PART}$", "maxLength": 128},
+    "channels": {"type": "integer", "minimum": 1, "maximum": 1 << 16},
+    "shape": {"type": "array", "items": _DIM, "maxItems": 8},
+}
+
+_SITE_V1 = {
     "type": "object",
     "required": ["site", "owner", "local", "attr", "channels"],
-    "properties": {
-        # names that reach generated code: dotted Python identifiers (module paths and values)
-        "site": {"type": "string", "pattern": _DOTTED, "maxLength": 512},
-        "owner": {"type": "string", "pattern": _DOTTED_OR_EMPTY, "maxLength": 512},
-        "local": {"type": "string", "pattern": _DOTTED_OR_EMPTY, "maxLength": 512},
-        "attr": {"type": "string", "pattern": rf"^{_PART}$", "maxLength": 128},
-        "channels": {"type": "integer", "minimum": 1, "maximum": 1 << 16},
-        "shape": {"type": "array", "items": _DIM, "maxItems": 8},
-    },
+    "properties": _SITE_V1_PROPERTIES,
     "additionalProperties": False,
 }
 
-_INSERTION = {
+#: ``attnviz.surgery/2`` adds, per site, the input shape of a ``parallel`` or ``replace``
+#: site and the ``state_dict`` keys a ``replace`` removed.
+_SITE_V2 = {
+    **_SITE_V1,
+    "properties": {
+        **_SITE_V1_PROPERTIES,
+        "in_shape": {"type": "array", "items": _DIM, "minItems": 4, "maxItems": 4},
+        "replaced": {
+            "type": "array",
+            "items": {"type": "string", "pattern": _DOTTED, "maxLength": 512},
+            "maxItems": 10_000,
+        },
+    },
+}
+
+_INSERTION_V1_PROPERTIES = {
+    "attention": {"type": "string", "pattern": _NAME, "maxLength": 128},
+    "init": {"enum": ["default", "identity"]},
+    "kwargs": {"type": "object", "maxProperties": 64},
+    "where": {},
+    "example_input_shape": {
+        "type": ["array", "null"],
+        "items": {"type": "integer", "minimum": 0, "maximum": 1 << 16},
+        "maxItems": 8,
+    },
+    "sites": {"type": "array", "items": _SITE_V1, "minItems": 1, "maxItems": 10_000},
+}
+
+_INSERTION_V1 = {
     "type": "object",
     "required": ["attention", "init", "sites"],
-    "properties": {
-        "attention": {"type": "string", "pattern": _NAME, "maxLength": 128},
-        "init": {"enum": ["default", "identity"]},
-        "kwargs": {"type": "object", "maxProperties": 64},
-        "where": {},
-        "example_input_shape": {
-            "type": ["array", "null"],
-            "items": {"type": "integer", "minimum": 0, "maximum": 1 << 16},
-            "maxItems": 8,
-        },
-        "sites": {"type": "array", "items": _SITE, "minItems": 1, "maxItems": 10_000},
-    },
+    "properties": _INSERTION_V1_PROPERTIES,
     "additionalProperties": False,
 }
 
+#: ``attnviz.surgery/2`` adds the placement of each insertion.
+_INSERTION_V2 = {
+    **_INSERTION_V1,
+    "properties": {
+        **_INSERTION_V1_PROPERTIES,
+        "placement": {"enum": ["after", "parallel", "replace"]},
+        "sites": {"type": "array", "items": _SITE_V2, "minItems": 1, "maxItems": 10_000},
+    },
+}
+
+_SPEC_FORMATS = ["attnviz.surgery/1", "attnviz.surgery/2"]
+
 #: The surgery spec (``attnviz.surgery_spec``), stored in a saved model's safetensors metadata.
+#: Format ``/1`` (attnviz 0.1: blocks after their sites) and ``/2`` (placements) are both read;
+#: a ``/1`` spec must hold only what ``/1`` can say.
 SURGERY_SPEC = {
     "type": "object",
     "required": ["format", "insertions"],
     "properties": {
-        "format": {"const": "attnviz.surgery/1"},
+        "format": {"enum": _SPEC_FORMATS},
         "attnviz_version": {"type": "string", "maxLength": 64},
         "base": _BASE_REF,
-        "insertions": {"type": "array", "items": _INSERTION, "maxItems": 64},
+        "insertions": {"type": "array", "items": _INSERTION_V2, "maxItems": 64},
         "extra": {"type": ["object", "null"]},
     },
     "additionalProperties": False,
+    "if": {"properties": {"format": {"const": _SPEC_FORMATS[0]}}},
+    "then": {"properties": {"insertions": {"items": _INSERTION_V1}}},
 }
 
 #: ``checkpoints/latest.json``: which epoch's checkpoint is the newest complete one.

@@ -9,6 +9,7 @@
     pretrained: false                 # the library's own download (needs a network)
     attention: se                     # or none: the baseline
     where: residual                   # stages, a glob, a list of globs, or a type such as nn.Conv2d
+    placement: after                  # or parallel / replace (module sites: globs or types)
     init: identity                    # or default (the paper's block)
     block_kwargs: {rd_ratio: 0.0625}
     input_size: [3, 64, 64]           # the example input used to find channel counts
@@ -34,7 +35,7 @@ from ._select import unknown_name_error
 from .blocks import INITS, list_attention
 from .errors import RecipeError
 from .inputs import attach_contract, input_contract
-from .surgery import insert_attention
+from .surgery import PLACEMENTS, insert_attention
 from .zoo import create_model, resolve_factory
 
 __all__ = ["Recipe", "build_model", "load_model", "load_recipe", "parse_where"]
@@ -52,6 +53,7 @@ class Recipe:
     pretrained: bool = False
     attention: str = "none"
     where: Any = "residual"
+    placement: str = "after"
     init: str = "default"
     block_kwargs: dict[str, Any] = field(default_factory=dict)
     input_size: list[int] | None = None
@@ -59,7 +61,13 @@ class Recipe:
     source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "source"}
+        # the default placement is left out, so a recipe's dict (a run's identity) is what it
+        # was before placements existed
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "source" and not (f.name == "placement" and self.placement == "after")
+        }
 
 
 _KEYS = [f.name for f in fields(Recipe) if f.name != "source"]
@@ -76,6 +84,11 @@ def _check(recipe: Recipe, where: str) -> None:
         )
     if recipe.init not in INITS:
         raise RecipeError(f"{where}: init: {unknown_name_error('init', recipe.init, list(INITS))}")
+    if recipe.placement not in PLACEMENTS:
+        raise RecipeError(
+            f"{where}: placement: "
+            f"{unknown_name_error('placement', recipe.placement, list(PLACEMENTS))}"
+        )
     if recipe.input_size is not None and (
         len(recipe.input_size) != 3
         or not all(isinstance(v, int) and v > 0 for v in recipe.input_size)
@@ -212,6 +225,7 @@ def build_model(recipe: Recipe, *, pretrained: bool | None = None) -> nn.Module:
         parse_where(recipe.where),
         example_input=example,
         init=recipe.init,
+        placement=recipe.placement,
         **recipe.block_kwargs,
     )
 

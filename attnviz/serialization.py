@@ -11,6 +11,11 @@ the architecture the spec describes is checked against the tensors the file
 actually holds, on the meta device, before any real memory is allocated.
 
 :func:`load_base_weights` loads a *base* model's weights into a modified model.
+
+A model with ``replace`` placements is saved without the modules they
+replaced (they are not part of the model): after :func:`load` those come back
+from :func:`~attnviz.remove_attention` as the base builder initialises them,
+until :func:`load_base_weights` fills them from the base model's file.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import copy
 import itertools
 import json
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,11 +34,19 @@ from torch import nn
 
 from ._atomic import atomic_write, atomic_write_json
 from ._utils import eval_mode, model_device
-from .blocks import attention_block
 from .errors import AttnvizError, FileFormatError
 from .fileformats import MAX_JSON_BYTES, parse_json
 from .inputs import attach_contract, attached_contract, contract_from_spec, spec_entry
-from .surgery import SurgerySpec, apply_surgery, attention_keys, surgery_spec
+from .surgery import (
+    ReplacedWeightsWarning,
+    SurgerySpec,
+    apply_surgery,
+    attention_keys,
+    surgery_spec,
+)
+from .surgery.build import site_block
+from .surgery.placements import kept_module, mark_initialised
+from .surgery.spec import spec_of
 from .trust import check_model_reference
 from .zoo import create_model, meta_state_shapes, read_state_dict
 
@@ -128,12 +142,14 @@ def _check_architecture(
     unchecked: list[str] = []  # blocks whose kwargs name classes: checked when really built
     for ins in spec.insertions:
         for s in ins.sites:
+            if ins.placement == "replace":  # the replaced module's tensors are not in the file
+                expected = {k: v for k, v in expected.items() if not k.startswith(f"{s.path}.")}
             if "__callable__" in json.dumps(ins.kwargs):
                 unchecked.append(f"{s.path}.")
                 continue
             try:
                 with torch.device("meta"):
-                    block = attention_block(ins.attention, s.channels, init=ins.init, **ins.kwargs)
+                    block = site_block(ins.attention, s, ins.placement, ins.init, ins.kwargs)
             except Exception:  # an unregistered name or bad kwargs: apply_surgery says which
                 unchecked.append(f"{s.path}.")
                 continue
@@ -209,7 +225,11 @@ def load(
             "attnviz.create_model and not recognised); pass base= (the module or a factory)"
         )
     contract = contract_from_spec(spec.extra, str(path))  # validated before anything is built
-    model = apply_surgery(model, spec, source=str(path), trust_code=trust_code)
+    with warnings.catch_warnings():  # the file never held what a replace removed
+        warnings.simplefilter("ignore", ReplacedWeightsWarning)
+        model = apply_surgery(model, spec, source=str(path), trust_code=trust_code)
+    if not isinstance(base, nn.Module):  # replaced modules hold a fresh build's weights
+        mark_initialised(model, spec.replaced_sites())
     if contract is not None:
         attach_contract(model, contract)
     missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
@@ -281,6 +301,17 @@ def load_weights(
     return model if device is None else model.to(device)
 
 
+def _replaced_tensors(model: nn.Module) -> dict[str, tuple[Any, str]]:
+    """Base keys a ``replace`` took out of ``model``: ``key -> (kept module, its own key)``."""
+    spec = spec_of(model)
+    out: dict[str, tuple[Any, str]] = {}
+    for s in spec.replaced_sites() if spec is not None else []:
+        kept = kept_module(model.get_submodule(s.path))
+        if kept is not None:
+            out.update({f"{s.path}.{k}": (kept, k) for k in kept.module.state_dict()})
+    return out
+
+
 def load_base_weights(
     model: nn.Module, weights: str | Path | Mapping[str, torch.Tensor]
 ) -> list[str]:
@@ -288,22 +319,31 @@ def load_base_weights(
 
     Every key of the file must exist in the model with the same shape, and
     the only keys the file may lack are the attention blocks' own (those
-    keep their initialisation). Returns the list of attention keys left as
-    initialised. Raises naming the first offending keys otherwise.
+    keep their initialisation). Keys of modules that a ``replace`` placement
+    took out are accepted: they go into the modules kept aside for
+    :func:`~attnviz.remove_attention`, and a :class:`ReplacedWeightsWarning`
+    lists them. Returns the list of attention keys left as initialised.
+    Raises naming the first offending keys otherwise.
     """
     state = read_state_dict(weights) if isinstance(weights, str | Path) else dict(weights)
     own = model.state_dict()
+    replaced = _replaced_tensors(model)
+    aside = {k: v for k, v in state.items() if k in replaced}
+    state = {k: v for k, v in state.items() if k not in replaced}
     unexpected = [k for k in state if k not in own]
     if unexpected:
         raise KeyError(
             f"{len(unexpected)} key(s) of the weights are not in the model, e.g. {unexpected[:5]}"
         )
-    bad_shape = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
+    shapes = {k: tuple(v.shape) for k, v in own.items()}
+    for k in aside:
+        kept, key = replaced[k]
+        shapes[k] = tuple(kept.module.state_dict()[key].shape)
+    bad_shape = [k for k, v in {**state, **aside}.items() if tuple(v.shape) != shapes[k]]
     if bad_shape:
         k = bad_shape[0]
-        raise ValueError(
-            f"shape mismatch for {k}: weights {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        )
+        got = state.get(k, aside.get(k))
+        raise ValueError(f"shape mismatch for {k}: weights {tuple(got.shape)} vs model {shapes[k]}")
     attn = set(attention_keys(model))
     missing = [k for k in own if k not in state]
     not_attn = [k for k in missing if k not in attn]
@@ -312,4 +352,21 @@ def load_base_weights(
             f"the weights lack {len(not_attn)} non-attention key(s), e.g. {not_attn[:5]}"
         )
     model.load_state_dict(state, strict=False)
+    if aside:
+        by_module: dict[int, tuple[Any, dict[str, torch.Tensor]]] = {}
+        for k, v in aside.items():
+            kept, key = replaced[k]
+            by_module.setdefault(id(kept), (kept, {}))[1][key] = v
+        for kept, tensors in by_module.values():
+            kept.module.load_state_dict(tensors, strict=False)
+            if set(tensors) == set(kept.module.state_dict()):
+                kept.origin = "base"
+        shown = sorted(aside)
+        warnings.warn(
+            f"{len(shown)} key(s) of the weights belong to modules that placement='replace' took "
+            f"out of the model ({', '.join(shown[:8])}{' ...' if len(shown) > 8 else ''}): they "
+            "are kept with those modules for remove_attention, not used by the model",
+            ReplacedWeightsWarning,
+            stacklevel=2,
+        )
     return missing

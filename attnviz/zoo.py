@@ -328,6 +328,7 @@ def recognize_base(
     cheap: bool = False,
     ignore_keys: Iterable[str] = (),
     cls: type | None = None,
+    removed_keys: Iterable[str] = (),
 ) -> dict[str, Any] | None:
     """``{"ref": ..., "kwargs": ...}`` that rebuilds ``model``'s architecture, or None.
 
@@ -336,8 +337,10 @@ def recognize_base(
     whose parameters match in name and shape; other classes if calling them
     with no arguments gives the same parameters. ``ignore_keys`` (a modified
     model's attention keys) are left out of the match and ``cls`` is the class
-    to recognise (a rewritten model's original class); :func:`attnviz.base_reference`
-    fills both. ``cheap=True`` only reads a recorded reference.
+    to recognise (a rewritten model's original class); ``removed_keys`` are keys
+    of the base that the model no longer holds (modules a ``replace`` took out);
+    :func:`attnviz.base_reference` fills all three. ``cheap=True`` only reads a
+    recorded reference.
     """
     ref = getattr(model, _REF_ATTR, None)
     if ref is not None:
@@ -345,6 +348,7 @@ def recognize_base(
     if cheap:
         return None
     skip = set(ignore_keys)
+    removed = set(removed_keys)
     target = {k: v for k, v in _state_shapes(model).items() if k not in skip}
     num_classes = _last_linear_out(model)
     candidates: list[tuple[str, Callable[..., nn.Module], list[dict]]] = []
@@ -370,7 +374,11 @@ def recognize_base(
     for ref_name, factory, kw_options in candidates:
         for kw in kw_options:
             built = _build_meta(factory, kw)
-            if built is not None and _state_shapes(built) == target:
+            shapes = _state_shapes(built) if built is not None else None
+            if (
+                shapes is not None
+                and {k: v for k, v in shapes.items() if k not in removed} == target
+            ):
                 return {"ref": ref_name, "kwargs": kw}
     return None
 

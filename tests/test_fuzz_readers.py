@@ -197,6 +197,50 @@ def test_fuzz_load_of_a_saved_model(examples, saved_model, tmp_path, monkeypatch
 
 
 @pytest.fixture(scope="module")
+def saved_placements(tmp_path_factory):
+    """A spec in format /2: a block replacing convs and a parallel branch."""
+    folder = tmp_path_factory.mktemp("placements")
+    torch.manual_seed(0)
+    base = attnviz.create_model("attnviz:small_resnet", num_classes=3, widths=[4, 8], depths=[1, 1])
+    x = torch.randn(1, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = attnviz.insert_attention(
+            base, "sk", "layer*.*.conv1", placement="replace", example_input=x
+        )
+    model = attnviz.insert_attention(
+        model, "bottleneck", "layer2.*.conv2", placement="parallel", example_input=x, num_heads=2
+    )
+    path = attnviz.save(model.eval(), folder / "p.safetensors")
+    return path, attnviz.read_spec(path), load_file(str(path))
+
+
+@cases()
+def test_fuzz_load_of_a_model_with_placements(examples, saved_placements, tmp_path, monkeypatch):
+    _, spec, tensors = saved_placements
+    assert spec["format"] == "attnviz.surgery/2"
+    monkeypatch.chdir(tmp_path)
+    x = torch.randn(1, 3, 16, 16)
+
+    @given(mutated(spec))
+    def case(doc):
+        target = tmp_path / "case.safetensors"
+        try:
+            text = json.dumps(doc)
+        except (ValueError, TypeError):
+            return
+        save_file(tensors, str(target), metadata={"attnviz_spec": text})
+        with guarded(tmp_path):
+            loaded = attnviz.load(target).eval()
+            with torch.no_grad():
+                out = loaded(x)
+            assert out.shape == (1, 3)
+            attnviz.remove_attention(loaded)
+
+    _run(examples, case)
+
+
+@pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory):
     from attnviz.training import train
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from attnviz.data import DEMO_TRAINING
 from attnviz.nets import DEMO_NET
 from attnviz.recipes import RecipeError, build_model, load_model, load_recipe
-from attnviz.surgery import attention_modules
+from attnviz.surgery import ReplacedWeightsWarning, attention_modules, surgery_spec
 from attnviz.training import settings_from_dict
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -19,11 +20,15 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 SHIPPED = sorted(
     p for p in MODELS.glob("*.yaml") if "base" in (yaml.safe_load(p.read_text()) or {})
 )
-EXPECTED = {
-    f"{arch}{suffix}"
-    for arch in ("small-resnet", "resnet18", "resnet50")
-    for suffix in ("", "-se", "-eca", "-cbam")
-}
+EXPECTED = (
+    {
+        f"{arch}{suffix}"
+        for arch in ("small-resnet", "resnet18", "resnet50")
+        for suffix in ("", "-se", "-eca", "-cbam")
+    }
+    | {f"small-resnet-{s}" for s in ("nl", "aa", "bot", "sk")}
+    | {"resnet50-nl", "resnet50-bot"}
+)
 
 
 def test_the_expected_recipes_are_shipped():
@@ -36,16 +41,22 @@ def test_every_shipped_recipe_loads_and_builds(path):
     assert recipe.name == path.stem and recipe.description
     settings_from_dict(recipe.train)  # valid train: section
     recipe.input_size = [3, 64, 64]  # a small example input keeps the surgery cheap
-    model = build_model(recipe).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReplacedWeightsWarning)
+        model = build_model(recipe).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
     blocks = attention_modules(model)
     if recipe.attention == "none":
         assert not blocks
+    elif recipe.placement == "replace":  # the block takes the replaced module's place
+        sites = surgery_spec(model)["insertions"][0]["sites"]
+        assert blocks and set(blocks) == {s["site"] for s in sites}
     else:
         assert blocks and all(".attn" in name or name.endswith("attn") for name in blocks)
-    if recipe.base.startswith("torchvision:"):
-        assert recipe.init == "identity" and recipe.pretrained is False
+    if recipe.base.startswith("torchvision:"):  # replacing blocks have no identity form
+        assert recipe.init == ("default" if recipe.placement == "replace" else "identity")
+        assert recipe.pretrained is False
 
 
 @pytest.mark.parametrize("name", ["resnet18-se", "resnet50-cbam"])
@@ -71,7 +82,9 @@ def test_small_resnet_recipes_use_the_demo_network_and_schedule():
         assert recipe.base == "attnviz:small_resnet"
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.base_kwargs.items()}
         assert {k: kwargs[k] for k in DEMO_NET} == DEMO_NET
-        assert recipe.input_size == [3, 64, 64] and recipe.where == "residual"
+        assert recipe.input_size == [3, 64, 64]
+        # the channel and spatial gates sit on the residual branch; the families elsewhere
+        assert recipe.where == "residual" or recipe.attention in ("nl", "bottleneck", "sk")
         s = settings_from_dict(recipe.train)
         demo = DEMO_TRAINING
         assert (s.epochs, s.batch_size, s.lr, s.momentum, s.weight_decay) == (

@@ -77,6 +77,8 @@ def test_grid_cells_and_validation(tmp_path):
         ({"block_kwargs": {"cbam": [{}]}}, "not on the attention axis"),
         ({"finetune": "everything"}, "unknown finetune mode"),
         ({"epochs": 3}, "unknown key 'epochs'"),
+        ({"placement": ["after", "beside"]}, "unknown placement 'beside'"),
+        ({"attention": None}, "missing the axis 'attention'"),
     ],
 )
 def test_bad_grid_fails_before_anything_runs(tmp_path, changes, message):
@@ -144,6 +146,42 @@ def test_ablation_restart_skips_finished_cells(tmp_path):
 def test_shipped_ablation_grid_is_valid():
     grid = load_grid(ROOT / "models" / "ablation-small.yaml")
     assert len(grid.cells()) == 10
+
+
+def test_a_placement_axis_adds_cells_and_keeps_the_ids_of_after_cells(tmp_path):
+    plain = load_grid(_grid(tmp_path, attention=["none", "se"], where=["layer2.*.conv2"]))
+    grid = load_grid(
+        _grid(
+            tmp_path,
+            attention=["none", "se"],
+            where=["layer2.*.conv2"],
+            placement=["after", "parallel"],
+        )
+    )
+    assert [c.setting for c in grid.cells()] == [
+        "tiny/none",
+        "tiny/se@layer2.*.conv2",
+        "tiny/se:parallel@layer2.*.conv2",
+    ]
+    assert [c.id for c in plain.cells()] == [c.id for c in grid.cells()][:2]
+
+
+def test_a_grid_without_an_attention_axis_runs_each_recipes_own_surgery():
+    grid = load_grid(ROOT / "models" / "ablation-families.yaml")
+    cells = grid.cells()
+    assert len(cells) == 7 and len({c.id for c in cells}) == 7
+    how = {Path(c.recipe).stem: (c.attention, c.placement) for c in cells}
+    assert how["small-resnet-bot"] == ("bottleneck", "replace")
+    assert how["small-resnet-aa"] == ("bottleneck", "parallel")
+    assert how["small-resnet-se"] == ("se", "after") and how["small-resnet"][0] == "none"
+
+
+def test_a_grid_without_an_attention_axis_refuses_surgery_keys(tmp_path):
+    path = _grid(tmp_path, where=["stages"])
+    data = yaml.safe_load(path.read_text())
+    del data["attention"]
+    with pytest.raises(GridError, match="no attention axis"):
+        grid_from_dict(data, root=tmp_path)
 
 
 def test_grid_from_dict_resolves_relative_recipes(tmp_path):

@@ -149,7 +149,6 @@ def test_ctrl_c_is_one_line_exit_130_and_the_same_command_resumes_to_identical_w
     small_reference, tmp_path, monkeypatch, capsys
 ):
     from attnviz.cli.train import main
-
     from attnviz.training.loop import Trainer
 
     recipe = tmp_path / "small.yaml"

@@ -20,6 +20,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--init", default="default", choices=["default", "identity"])
     p.add_argument(
+        "--placement",
+        default="after",
+        choices=["after", "parallel", "replace"],
+        help="after the site; parallel: beside a module, added through a scale at 0; "
+        "replace: the module swapped for the block",
+    )
+    p.add_argument(
         "--input-size",
         type=int,
         nargs=3,
@@ -38,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     x = example_input(args, model)
     if args.attention:
         where = parse_where(args.where[0] if len(args.where) == 1 else args.where)
-        model = insert_attention(model, args.attention, where, example_input=x, init=args.init)
+        model = insert_attention(
+            model, args.attention, where, example_input=x, init=args.init, placement=args.placement
+        )
     print(summary(model, x))
     return 0

@@ -58,11 +58,13 @@ def _cell_recipe(grid: Grid, cell: Cell) -> dict[str, Any]:
     recipe["attention"] = cell.attention
     if cell.attention != "none":
         recipe["where"] = cell.where
+        recipe["placement"] = cell.placement
         recipe["block_kwargs"] = {**recipe.get("block_kwargs", {}), **cell.block_kwargs}
     if grid.finetune_from:
         recipe["weights"] = grid.finetune_from
         recipe["pretrained"] = False
-        recipe["init"] = "identity"  # fine-tuning starts from the pretrained function
+        if cell.placement == "after":  # parallel starts there anyway; replace cannot
+            recipe["init"] = "identity"  # fine-tuning starts from the pretrained function
     return recipe
 
 

@@ -6,7 +6,8 @@
     data: synthetic
     recipes: [small-resnet.yaml]            # base recipes (paths relative to this file)
     attention: [none, se, eca, cbam]
-    where: [residual, stages]               # placements: residual, stages, globs
+    where: [residual, stages]               # sites: residual, stages, globs
+    placement: [after]                      # after, parallel, replace (module sites)
     block_kwargs:                           # per attention: a list of kwarg sets to sweep
       se: [{rd_ratio: 0.25}, {rd_ratio: 0.0625}]
     seeds: [0, 1]
@@ -16,7 +17,13 @@
     eval: {images: 512, faithfulness_images: 128, cam_method: gradcam}
 
 ``attention: none`` is the baseline: it gets one cell per recipe and seed,
-whatever the placements and kwargs.
+whatever the sites, placements and kwargs.
+
+Without an ``attention`` axis each recipe is one setting with its own surgery
+(attention, sites, placement, kwargs): the way to compare families that sit in
+different places (a channel gate on the residual branch, a self-attention
+block replacing the last stage's convolutions) in one grid; ``where``,
+``placement`` and ``block_kwargs`` then belong to the recipes.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from .._select import unknown_name_error
 from ..blocks import list_attention
 from ..errors import GridError
 from ..settings import FINETUNE_MODES
+from ..surgery import PLACEMENTS
 
 __all__ = ["Cell", "Grid", "GridError", "load_grid"]
 
@@ -43,6 +51,7 @@ _KEYS = (
     "recipes",
     "attention",
     "where",
+    "placement",
     "block_kwargs",
     "seeds",
     "train",
@@ -62,6 +71,7 @@ class Cell:
     where: Any
     block_kwargs: dict
     seed: int
+    placement: str = "after"
 
     @property
     def setting(self) -> str:
@@ -71,14 +81,16 @@ class Cell:
             return f"{recipe}/none"
         kw = ",".join(f"{k}={v}" for k, v in sorted(self.block_kwargs.items()))
         where = self.where if isinstance(self.where, str) else "+".join(map(str, self.where))
-        return f"{recipe}/{self.attention}@{where}" + (f"[{kw}]" if kw else "")
+        how = "" if self.placement == "after" else f":{self.placement}"
+        return f"{recipe}/{self.attention}{how}@{where}" + (f"[{kw}]" if kw else "")
 
     @property
     def id(self) -> str:
         """A stable folder name: readable prefix plus a hash of the full settings."""
-        payload = json.dumps(
-            [self.recipe, self.attention, self.where, self.block_kwargs, self.seed], sort_keys=True
-        )
+        fields = [self.recipe, self.attention, self.where, self.block_kwargs, self.seed]
+        if self.placement != "after":  # cells of grids without placements keep their ids
+            fields.append(self.placement)
+        payload = json.dumps(fields, sort_keys=True)
         digest = hashlib.sha1(payload.encode()).hexdigest()[:8]
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.setting)
         return f"{safe}_s{self.seed}_{digest}"
@@ -90,6 +102,7 @@ class Cell:
             "where": self.where,
             "block_kwargs": self.block_kwargs,
             "seed": self.seed,
+            "placement": self.placement,
             "setting": self.setting,
             "id": self.id,
         }
@@ -109,15 +122,29 @@ class Grid:
     finetune: str = "all"
     eval: dict[str, Any] = field(default_factory=dict)
     source: str = "<dict>"
+    placement: list[str] = field(default_factory=lambda: ["after"])
+    #: Without an attention axis: each recipe's own surgery (attention, where, kwargs, placement).
+    own: dict[str, dict[str, Any]] | None = None
 
     def cells(self) -> list[Cell]:
         out: list[Cell] = []
+        if self.own is not None:
+            for recipe, seed in product(self.recipes, self.seeds):
+                r = self.own[recipe]
+                if r["attention"] == "none":
+                    out.append(Cell(recipe, "none", "none", {}, seed))
+                    continue
+                where, kwargs, how = r["where"], dict(r["block_kwargs"]), r["placement"]
+                out.append(Cell(recipe, r["attention"], where, kwargs, seed, how))
+            return out
         for recipe, attention, seed in product(self.recipes, self.attention, self.seeds):
             if attention == "none":
                 out.append(Cell(recipe, "none", "none", {}, seed))
                 continue
-            for where, kwargs in product(self.where, self.block_kwargs.get(attention, [{}])):
-                out.append(Cell(recipe, attention, where, dict(kwargs), seed))
+            for where, how, kwargs in product(
+                self.where, self.placement, self.block_kwargs.get(attention, [{}])
+            ):
+                out.append(Cell(recipe, attention, where, dict(kwargs), seed, how))
         return out
 
 
@@ -149,16 +176,43 @@ def grid_from_dict(
     recipes = [
         str(p if Path(p).is_absolute() else (root / p)) for p in _axis(data, "recipes", source)
     ]
+    own: dict[str, dict[str, Any]] = {}
     for path in recipes:
         try:
-            load_recipe(path)
+            recipe = load_recipe(path)
         except (FileNotFoundError, RecipeError) as exc:
             raise GridError(f"{source}: recipes: {exc}") from exc
-    attention = [str(a) for a in _axis(data, "attention", source)]
+        own[path] = {
+            "attention": recipe.attention,
+            "where": recipe.where,
+            "block_kwargs": recipe.block_kwargs,
+            "placement": recipe.placement,
+        }
+    if "attention" not in data:
+        given = [k for k in ("where", "placement", "block_kwargs") if k in data]
+        if given:
+            raise GridError(
+                f"{source}: {given[0]} is given but there is no attention axis: without one each "
+                "recipe is a setting with its own surgery; add an attention axis or move "
+                f"{given[0]} into the recipes"
+            )
+    attention = (
+        [str(a) for a in _axis(data, "attention", source)]
+        if "attention" in data
+        else sorted({r["attention"] for r in own.values()})
+    )
     valid = ["none", *list_attention()]
     for a in attention:
         if a not in valid:
             raise GridError(f"{source}: attention: {unknown_name_error('attention', a, valid)}")
+    placement = (
+        [str(p) for p in _axis(data, "placement", source)] if "placement" in data else ["after"]
+    )
+    for p in placement:
+        if p not in PLACEMENTS:
+            raise GridError(
+                f"{source}: placement: {unknown_name_error('placement', p, list(PLACEMENTS))}"
+            )
     where = _axis(data, "where", source) if "where" in data else ["residual"]
     seeds = _axis(data, "seeds", source) if "seeds" in data else [0]
     if not all(isinstance(s, int) for s in seeds):
@@ -204,24 +258,37 @@ def grid_from_dict(
         finetune=finetune,
         eval=dict(ev),
         source=source,
+        placement=placement,
+        own=None if "attention" in data else own,
     )
     _check_blocks(grid)
     return grid
 
 
+#: The map size blocks are checked at (on the meta device): every usual window and block grid
+#: divides it (840 = 2^3 * 3 * 5 * 7), and blocks with a position embedding need one.
+_CHECK_SIZE = (840, 840)
+
+
 def _check_blocks(grid: Grid) -> None:
     """Build each attention block once with its kwargs, so a bad kwarg fails now."""
+    import torch
+
     from ..blocks import attention_block
 
-    for a in grid.attention:
+    if grid.own is not None:
+        pairs = [(r["attention"], r["block_kwargs"]) for r in grid.own.values()]
+    else:
+        pairs = [(a, kw) for a in grid.attention for kw in grid.block_kwargs.get(a, [{}])]
+    for a, kwargs in pairs:
         if a == "none":
             continue
-        for kwargs in grid.block_kwargs.get(a, [{}]):
-            try:
-                attention_block(a, 64, **kwargs)
-            except (KeyError, TypeError, ValueError) as exc:
-                msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-                raise GridError(f"{grid.source}: block_kwargs for {a!r} {kwargs}: {msg}") from exc
+        try:
+            with torch.device("meta"):
+                attention_block(a, 64, **{"feat_size": _CHECK_SIZE, **kwargs})
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise GridError(f"{grid.source}: block_kwargs for {a!r} {kwargs}: {msg}") from exc
 
 
 def load_grid(path: str | Path) -> Grid:

@@ -24,14 +24,20 @@ stay as they were; blocks are new children of their owner
 which :func:`apply_surgery` replays on a fresh base model and
 :func:`remove_attention` undoes.
 
+Placements (:mod:`.placements`): ``after`` (above), ``parallel`` (a branch
+beside a module call, added through a scale at 0) and ``replace`` (the module
+swapped for the block); one ``placement=`` argument, not three functions.
+
 The package: ``spec`` (the recorded surgery and its accessors) ← ``sites``
-(``where=`` to sites) ← ``rewrite`` (owner rewriting) and ``build`` (blocks
-from kwargs, through the trust boundary) ← this module (the public API).
+(``where=`` to sites) and ``placements`` (the parallel branch, replacing and
+restoring modules) ← ``rewrite`` (owner rewriting) and ``build`` (blocks from
+kwargs, through the trust boundary) ← this module (the public API).
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import torch
@@ -45,8 +51,14 @@ from ..blocks import INITS, attention_info
 from ..errors import AttnvizError, SurgeryError
 from ..intermediates import ExampleInput, value_shapes
 from .build import build_blocks, check_registered, decode, encode, encode_where
+from .placements import (
+    PLACEMENTS,
+    ReplacedWeightsWarning,
+    replace_modules,
+    restore_replaced,
+)
 from .rewrite import apply_sites, restore_owner
-from .sites import WHERE_KEYWORDS, Where, plan_sites, stage_sites
+from .sites import WHERE_KEYWORDS, Where, plan_module_sites, plan_sites, stage_sites
 from .spec import (
     Insertion,
     Site,
@@ -59,7 +71,9 @@ from .spec import (
 )
 
 __all__ = [
+    "PLACEMENTS",
     "WHERE_KEYWORDS",
+    "ReplacedWeightsWarning",
     "Site",
     "SurgeryError",
     "SurgerySpec",
@@ -87,8 +101,14 @@ def base_reference(model: nn.Module, *, cheap: bool = False) -> dict[str, Any] |
     calling them with no arguments gives the same parameters. Attention blocks
     of a modified model are ignored. ``cheap=True`` only reads a recorded reference.
     """
+    spec = spec_of(model)
+    removed = [k for s in spec.replaced_sites() for k in s.replaced] if spec is not None else []
     return zoo.recognize_base(
-        model, cheap=cheap, ignore_keys=attention_keys(model), cls=base_class(model)
+        model,
+        cheap=cheap,
+        ignore_keys=attention_keys(model),
+        cls=base_class(model),
+        removed_keys=removed,
     )
 
 
@@ -113,6 +133,7 @@ def insert_attention(
     *,
     example_input: ExampleInput | None = None,
     init: str = "default",
+    placement: str = "after",
     **block_kwargs: Any,
 ) -> nn.Module:
     """Return a copy of ``model`` with ``attention`` blocks inserted; ``model`` is untouched.
@@ -130,10 +151,27 @@ def insert_attention(
     with several inputs. A ``torch.compile`` / ``DataParallel`` / DDP wrapper is
     unwrapped (with a warning): wrap the result again.
 
+    ``placement`` (:mod:`attnviz.surgery.placements`): ``"after"`` the site
+    (the default); ``"parallel"``: ``where`` selects modules ``y = m(x)`` and
+    each becomes ``y + scale * block(x)`` with ``scale`` at exactly 0 (the
+    model is unchanged until trained, every key kept); ``"replace"``: each
+    selected module is swapped for a block of the same input/output shape and
+    stride (``bottleneck``, ``halo``, ``lambda``, ``sk``, ``splat``), its
+    weights leave the model with a :class:`ReplacedWeightsWarning` listing
+    them, and :func:`remove_attention` puts it back. Every block gets its
+    site's map size as ``feat_size``; parallel and replacing blocks also the
+    module's output channels and stride.
+
     >>> import torchvision
     >>> m = insert_attention(torchvision.models.resnet50(), "se", where="residual")
     >>> sum(p.numel() for p in m.parameters())
     28088024
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     bot = insert_attention(torchvision.models.resnet50(), "bottleneck",
+    ...                            where="layer4.*.conv2", placement="replace")
+    >>> type(bot.layer4[0].conv2).__name__, caught[0].category.__name__
+    ('BottleneckAttn', 'ReplacedWeightsWarning')
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -141,18 +179,28 @@ def insert_attention(
     info = attention_info(attention)
     if init not in INITS:
         raise unknown_name_error("init", init, list(INITS))
+    if placement not in PLACEMENTS:
+        raise unknown_name_error("placement", placement, list(PLACEMENTS))
     new = copy.deepcopy(model)
     old = spec_of(model)
     spec = old.copy() if old is not None else SurgerySpec(base=base_reference(model, cheap=True))
     plan = plan_capture(new)
     x = example_input if example_input is not None else default_example_input(new)
     shapes = value_shapes(plan, x)
-    sites = plan_sites(new, plan, shapes, where)
+    if placement == "after":
+        sites = plan_sites(new, plan, shapes, where)
+    else:
+        taken = list(attention_modules(new))
+        sites = plan_module_sites(new, plan, shapes, where, placement, x, taken)
     device, dtype = model_device(new)
-    blocks, safe = build_blocks(info.name, sites, init, block_kwargs, device, dtype)
+    blocks, safe = build_blocks(info.name, sites, init, block_kwargs, device, dtype, placement)
     for block in blocks.values():
         block.train(new.training)
-    placed = apply_sites(new, sites, blocks, safe, plan)
+    if placement == "replace":
+        replace_modules(new, sites, blocks)
+        placed = sites
+    else:
+        placed = apply_sites(new, sites, blocks, safe, plan, placement)
     spec.insertions.append(
         Insertion(
             attention=info.name,
@@ -161,14 +209,24 @@ def insert_attention(
             where=encode_where(where),
             example_input_shape=list(x.shape) if isinstance(x, torch.Tensor) else None,
             sites=placed,
+            placement=placement,
         )
     )
     set_spec(new, spec)
     return new
 
 
+def _check_shape(source: str, s: Site, what: str, shape: tuple[int, ...]) -> None:
+    if len(shape) != 4:
+        raise SurgeryError(f"{source}: site {s.site!r}: {what} {list(shape)} is not [B, C, H, W]")
+    if shape[1] * shape[2] * shape[3] > MAX_SITE_ELEMENTS:
+        raise SurgeryError(f"{source}: site {s.site!r}: a feature map of {list(shape)} is absurd")
+
+
 def _check_sites(model: nn.Module, insertion: Insertion, source: str) -> None:
-    """Every name of a recorded site must fit the rebuilt model before any code is generated."""
+    """Every name and shape of a recorded site must fit the rebuilt model before any code is generated."""
+    placement = insertion.placement
+    taken = set(attention_modules(model)) if placement == "replace" else set()
     for s in insertion.sites:
         try:
             owner = model.get_submodule(s.owner) if s.owner else model
@@ -176,18 +234,44 @@ def _check_sites(model: nn.Module, insertion: Insertion, source: str) -> None:
             raise SurgeryError(
                 f"{source}: site {s.site!r}: the model has no module {s.owner!r} to own the block"
             ) from None
-        if hasattr(owner, s.attr):
+        if placement == "replace":
+            if not isinstance(owner._modules.get(s.attr), nn.Module) or s.path in taken:
+                raise SurgeryError(
+                    f"{source}: site {s.site!r}: {s.owner or 'the model'} has no module "
+                    f"{s.attr!r} of the base model to replace"
+                )
+            if any(not k.startswith(f"{s.path}.") for k in s.replaced):
+                raise SurgeryError(
+                    f"{source}: site {s.site!r}: the replaced keys must lie under {s.path!r}"
+                )
+        elif hasattr(owner, s.attr):
             raise SurgeryError(
                 f"{source}: site {s.site!r}: {s.owner or 'the model'} already has an attribute "
                 f"{s.attr!r}; a block cannot replace it"
             )
-        if s.shape and (len(s.shape) != 4 or s.shape[1] != s.channels):
+        if placement == "after":
+            if s.in_shape or s.replaced:
+                raise SurgeryError(
+                    f"{source}: site {s.site!r}: an 'after' site has no input shape or replaced keys"
+                )
+            if s.shape and (len(s.shape) != 4 or s.shape[1] != s.channels):
+                raise SurgeryError(
+                    f"{source}: site {s.site!r}: shape {list(s.shape)} does not fit {s.channels} channels"
+                )
+            if s.shape:
+                _check_shape(source, s, "shape", s.shape)
+            continue
+        _check_shape(source, s, "input shape", s.in_shape)
+        _check_shape(source, s, "shape", s.shape)
+        (ci, hi, wi), (ho, wo) = s.in_shape[1:], s.shape[2:]
+        if ci != s.channels or not (ho and wo and hi % ho == 0 and wi % wo == 0):
             raise SurgeryError(
-                f"{source}: site {s.site!r}: shape {list(s.shape)} does not fit {s.channels} channels"
+                f"{source}: site {s.site!r}: input {list(s.in_shape)} and output {list(s.shape)} "
+                f"do not fit {s.channels} channels and an integer stride"
             )
-        if s.shape and s.shape[1] * s.shape[2] * s.shape[3] > MAX_SITE_ELEMENTS:
+        if hi // ho != wi // wo:
             raise SurgeryError(
-                f"{source}: site {s.site!r}: a feature map of {list(s.shape)} is absurd"
+                f"{source}: site {s.site!r}: the map shrinks by {hi // ho} and {wi // wo}: not one stride"
             )
 
 
@@ -203,7 +287,8 @@ def apply_surgery(
     No example input is needed: sites and channel counts come from the spec. A
     spec given as JSON (read from ``source``) is validated first; its block
     kwargs may name only allowlisted classes unless ``trust_code=True`` (see
-    :mod:`attnviz.trust`).
+    :mod:`attnviz.trust`). A ``replace`` insertion takes its modules (and their
+    weights) out of ``model``'s copy, with a :class:`ReplacedWeightsWarning`.
     """
     if not isinstance(spec, SurgerySpec):
         spec = SurgerySpec.from_json(spec, source=source)
@@ -217,7 +302,9 @@ def apply_surgery(
         kwargs = decode(ins.kwargs, source=source, trust_code=trust_code)
         sites = [copy.copy(s) for s in ins.sites]
         try:
-            blocks, safe = build_blocks(ins.attention, sites, ins.init, kwargs, device, dtype)
+            blocks, safe = build_blocks(
+                ins.attention, sites, ins.init, kwargs, device, dtype, ins.placement
+            )
         except AttnvizError:
             raise
         except Exception as exc:  # the block's own constructor refused the recorded kwargs
@@ -227,7 +314,10 @@ def apply_surgery(
             ) from None
         for block in blocks.values():
             block.train(new.training)
-        apply_sites(new, sites, blocks, safe, None)
+        if ins.placement == "replace":
+            replace_modules(new, sites, blocks)
+        else:
+            apply_sites(new, sites, blocks, safe, None, ins.placement)
         recorded.insertions.append(copy.deepcopy(ins))
     if spec.base is not None:
         recorded.base = copy.deepcopy(spec.base)
@@ -239,17 +329,36 @@ def apply_surgery(
 def remove_attention(model: nn.Module) -> nn.Module:
     """A copy of ``model`` without its attention blocks: the original function and keys.
 
-    The base weights are the model's current ones (trained or not).
+    The base weights are the model's current ones (trained or not); a module
+    that a ``replace`` took out comes back with the weights it had then. After
+    :func:`attnviz.load` those are its builder's initialisation (the file holds
+    the model's own weights only): a :class:`ReplacedWeightsWarning` says so,
+    unless :func:`attnviz.load_base_weights` filled them from the base file.
     """
     spec = spec_of(model)
     if spec is None or not spec.insertions:
         raise SurgeryError(f"{type(model).__name__} has no attention surgery to remove")
     new = copy.deepcopy(model)
-    by_owner: dict[str, list[str]] = {}
-    for ins in reversed(spec.insertions):
+    initialised = []
+    for ins in reversed(spec.insertions):  # later insertions may sit inside earlier blocks
+        if ins.placement == "replace":
+            for s in ins.sites:
+                if restore_replaced(new, s) == "initialised":
+                    initialised.append(s.path)
+            continue
+        by_owner: dict[str, list[str]] = {}
         for s in ins.sites:
             by_owner.setdefault(s.owner, []).append(s.attr)
-    for path, attrs in by_owner.items():
-        restore_owner(new.get_submodule(path) if path else new, attrs)
+        for path, attrs in by_owner.items():
+            restore_owner(new.get_submodule(path) if path else new, attrs)
     set_spec(new, None)
+    if initialised:
+        warnings.warn(
+            f"the replaced module(s) {initialised[:6]}{' ...' if len(initialised) > 6 else ''} "
+            "come back as the base model's builder initialises them: the model was loaded from "
+            "a file, which holds the model's own weights only; load_base_weights(model, base_file) "
+            "before remove_attention gives them their base weights",
+            ReplacedWeightsWarning,
+            stacklevel=2,
+        )
     return new

@@ -1,5 +1,9 @@
 """Building an insertion's blocks: kwargs to and from JSON, one block per site, probed once.
 
+Every block gets its site's map size (``feat_size``); ``parallel`` and
+``replace`` blocks also the site's output channels and stride
+(:meth:`~attnviz.surgery.spec.Site.block_args`).
+
 Block keyword arguments are recorded in the spec as JSON; a class or function
 among them becomes ``{"__callable__": "module:qualname"}``. Decoding goes
 through the trust boundary (:func:`attnviz.trust.resolve_callable`): from a file
@@ -16,12 +20,13 @@ from torch import nn
 
 from .._utils import class_path
 from ..blocks import attention_block, list_attention
-from ..errors import SurgeryError, UnknownNameError
+from ..errors import AttnvizError, SurgeryError, UnknownNameError
 from ..trust import resolve_callable
+from .placements import ParallelBranch
 from .sites import Where
 from .spec import Site
 
-__all__ = ["build_blocks", "decode", "encode", "encode_where"]
+__all__ = ["build_blocks", "decode", "encode", "encode_where", "site_block"]
 
 _CALLABLE = "__callable__"
 _SAFE_LAST_OPS = {"MulBackward0", "AddBackward0", "SubBackward0"}
@@ -77,43 +82,90 @@ def check_registered(attention: str, source: str) -> None:
         )
 
 
-def _probe_block(block: nn.Module, shape: tuple[int, ...], attention: str, device, dtype) -> bool:
-    """Check the block keeps the feature shape; return whether its output may be modified in place.
+def _probe_block(
+    block: nn.Module, site: Site, placement: str, attention: str, device, dtype
+) -> bool:
+    """Check the block fits the site; return whether its output may be modified in place.
 
-    A consumer such as ``out += identity`` works in place on the block's
-    output; that is only safe when autograd did not save that output (the
-    block ends in a multiplication or an addition, like every built-in block).
+    ``after``: the block keeps the feature shape. ``parallel`` and ``replace``:
+    it maps the site's input shape to its output shape. A consumer such as
+    ``out += identity`` works in place on the block's output; that is only safe
+    when autograd did not save that output (the block ends in a multiplication
+    or an addition, like every built-in block and every parallel branch).
     """
-    probe = torch.zeros((1, *shape[1:]), device=device, dtype=dtype, requires_grad=True)
+    in_shape = site.in_shape if placement != "after" else site.shape
+    probe = torch.zeros((1, *in_shape[1:]), device=device, dtype=dtype, requires_grad=True)
+    expected = (1, *site.shape[1:])
+    args = (probe,)
+    if placement == "parallel":
+        args = (probe, torch.zeros(expected, device=device, dtype=dtype))
     training = block.training
     block.eval()
     try:
         with torch.enable_grad():
-            out = block(probe)
+            out = block(*args)
+    except AttnvizError as exc:
+        raise type(exc)(f"{_where(site, placement)}: {exc}") from None
     finally:
         block.train(training)
-    if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if placement == "after":
+            raise SurgeryError(
+                f"attention {attention!r} must keep the feature shape {list(expected)}, it gave {got}"
+            )
         raise SurgeryError(
-            f"attention {attention!r} must keep the feature shape {list(probe.shape)}, it gave {got}"
+            f"{_where(site, placement)}: attention {attention!r} must map the site's input "
+            f"{[1, *in_shape[1:]]} to its output {list(expected)}, it gave {got}"
         )
     return out is not probe and type(out.grad_fn).__name__ in _SAFE_LAST_OPS
 
 
+def _where(site: Site, placement: str) -> str:
+    if placement == "after" or not site.in_shape:
+        return f"site {site.site!r} ({list(site.shape[1:])})"
+    return f"site {site.site!r} ({list(site.in_shape[1:])} -> {list(site.shape[1:])})"
+
+
+def site_block(
+    attention: str, site: Site, placement: str, init: str, kwargs: dict[str, Any]
+) -> nn.Module:
+    """The block for one site: the site's channels, ``out_channels``, stride and map size.
+
+    ``feat_size`` (and, for ``parallel`` / ``replace``, ``out_channels`` and
+    ``stride``) come from the site; a value the caller gave in ``kwargs`` wins.
+    A ``parallel`` block comes wrapped in its :class:`.placements.ParallelBranch`.
+    """
+    args = site.block_args()
+    if placement == "after":
+        args = {k: v for k, v in args.items() if k == "feat_size"}
+    try:
+        block = attention_block(attention, site.channels, init=init, **{**args, **kwargs})
+    except AttnvizError as exc:
+        raise type(exc)(f"{_where(site, placement)}: {exc}") from None
+    return ParallelBranch(block) if placement == "parallel" else block
+
+
 def build_blocks(
-    attention: str, sites: list[Site], init: str, kwargs: dict, device, dtype
+    attention: str,
+    sites: list[Site],
+    init: str,
+    kwargs: dict,
+    device,
+    dtype,
+    placement: str = "after",
 ) -> tuple[dict[int, nn.Module], dict[int, bool]]:
     """One block per site (by index), and whether each block's output may be changed in place.
 
-    Each distinct feature shape is probed once.
+    Each distinct pair of input and output shapes is probed once.
     """
     blocks, safe, probed = {}, {}, {}
     for i, s in enumerate(sites):
-        block = attention_block(attention, s.channels, init=init, **kwargs).to(
-            device=device, dtype=dtype
-        )
-        key = tuple(s.shape[1:]) if s.shape else None
+        block = site_block(attention, s, placement, init, kwargs).to(device=device, dtype=dtype)
+        key = (tuple(s.in_shape[1:]), tuple(s.shape[1:])) if s.shape else None
         if key not in probed:
-            probed[key] = _probe_block(block, s.shape, attention, device, dtype) if key else False
+            probed[key] = (
+                _probe_block(block, s, placement, attention, device, dtype) if key else False
+            )
         blocks[i], safe[i] = block, probed[key]
     return blocks, safe

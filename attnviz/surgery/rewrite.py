@@ -60,12 +60,18 @@ _SEQUENTIAL_VIEW = {"__len__": _seq_len, "__iter__": _seq_iter, "__getitem__": _
 
 
 def _insert_nodes(
-    graph: fx.Graph, names: dict[str, fx.Node], sites: list[Site], safe: dict[str, bool]
+    graph: fx.Graph,
+    names: dict[str, fx.Node],
+    sites: list[Site],
+    safe: dict[str, bool],
+    placement: str,
 ) -> None:
     """Add a ``call_module`` after each site and rewire the site's users to it.
 
-    An in-place consumer (``out += identity``) stays in place when the block's
-    output allows it, and becomes out-of-place otherwise.
+    ``after``: the block reads the site's value. ``parallel``: the site is a
+    module call and the branch reads its input and its output. An in-place
+    consumer (``out += identity``) stays in place when the block's output
+    allows it, and becomes out-of-place otherwise.
     """
     output = next(n for n in graph.nodes if n.op == "output")
     for s in sites:
@@ -74,8 +80,16 @@ def _insert_nodes(
             raise SurgeryError(
                 f"site {s.site!r} is not a value of {s.owner or 'the model'}'s forward"
             )
+        args: tuple[fx.Node, ...] = (node,)
+        if placement == "parallel":
+            if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+                raise SurgeryError(
+                    f"site {s.site!r}: a parallel block needs a module called with one input in "
+                    f"{s.owner or 'the model'}'s forward, and {s.local!r} is not one"
+                )
+            args = (node.args[0], node)
         with graph.inserting_after(node):
-            new = graph.call_module(s.attr, (node,))
+            new = graph.call_module(s.attr, args)
         node.replace_all_uses_with(new, delete_user_cb=lambda user, new=new: user is not new)
         if not safe.get(s.attr, False):
             for user in list(new.users):
@@ -94,6 +108,7 @@ def _rewrite_owner(
     sites: list[Site],
     blocks: dict[str, nn.Module],
     safe: dict[str, bool],
+    placement: str = "after",
 ) -> None:
     module = model.get_submodule(owner) if owner else model
     traces = trace_both_modes(module, lambda m: trace(m, shallow=True))
@@ -103,7 +118,7 @@ def _rewrite_owner(
             fns[False] = fns[True]
             break
         t = traces[mode]
-        _insert_nodes(t.graph, t.names, sites, safe)
+        _insert_nodes(t.graph, t.names, sites, safe, placement)
         fns[mode] = compile_graph(t.graph, label=f"surgery:{owner or type(module).__name__}")
     for s in sites:
         module.add_module(s.attr, blocks[s.attr])
@@ -155,8 +170,13 @@ def apply_sites(
     blocks: dict[int, nn.Module],
     safe: dict[int, bool],
     plan: CapturePlan | None,
+    placement: str = "after",
 ) -> list[Site]:
-    """Rewrite every owner; returns the sites as finally placed."""
+    """Rewrite every owner (``after`` and ``parallel``); returns the sites as finally placed.
+
+    An ``after`` site whose owner cannot be traced moves into the module that
+    produced it; a ``parallel`` one cannot (the branch needs the call's input).
+    """
     placed: list[Site] = []
     by_owner: dict[str, list[int]] = {}
     for i, s in enumerate(sites):
@@ -170,18 +190,22 @@ def apply_sites(
                 group,
                 {sites[i].attr: blocks[i] for i in idx},
                 {sites[i].attr: safe[i] for i in idx},
+                placement,
             )
             placed.extend(group)
             continue
         except TraceFailure as failure:
             moved = [
                 _push_down(model, sites[i], plan.values.get(sites[i].site) if plan else None)
+                if placement == "after"
+                else None
                 for i in idx
             ]
             if plan is None or any(m is None for m in moved):
                 bad = [sites[i].site for i, m in zip(idx, moved) if m is None]
                 raise SurgeryError(
-                    f"cannot insert attention after {bad}: their owner "
+                    f"cannot insert attention {'after' if placement == 'after' else 'beside'} "
+                    f"{bad}: their owner "
                     f"{owner or 'the top-level forward'} ({type(model.get_submodule(owner) if owner else model).__name__}) "
                     f"cannot be traced: {failure}"
                 ) from failure

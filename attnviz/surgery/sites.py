@@ -6,6 +6,10 @@ each spatial resolution on the model's trunk (:func:`stage_sites`, also used by
 the analysis and the CAM command); selectors are module-name globs, value
 names, module types or lists of them. Channel counts and shapes come from one
 run of an example input through the capture plan.
+
+For ``parallel`` and ``replace`` (:func:`plan_module_sites`) a site is a
+module call: its input's shape is read from the traced call's input node, and
+the call must map its input to its output by an integer stride.
 """
 
 from __future__ import annotations
@@ -19,11 +23,19 @@ import torch.fx as fx
 from torch import nn
 
 from .._capture import CapturePlan, Value
-from .._select import glob_to_regex, is_module_type, type_name, unknown_name_error
+from .._select import closest, glob_to_regex, is_module_type, type_name, unknown_name_error
 from ..errors import SurgeryError
 from .spec import Site
 
-__all__ = ["WHERE_KEYWORDS", "Where", "attr_name", "is_sequential", "plan_sites", "stage_sites"]
+__all__ = [
+    "WHERE_KEYWORDS",
+    "Where",
+    "attr_name",
+    "is_sequential",
+    "plan_module_sites",
+    "plan_sites",
+    "stage_sites",
+]
 
 WHERE_KEYWORDS = ("residual", "stages")
 
@@ -328,4 +340,148 @@ def plan_sites(
         base = "attn" if residual else f"{local.replace('.', '_')}_attn"
         attr = attr_name(module, base, taken.setdefault(owner, set()))
         sites.append(Site(name, owner, local, attr, int(shapes[name][1]), tuple(shapes[name])))
+    return sites
+
+
+# -- module sites: parallel and replace ----------------------------------------------------
+def _call_input_shape(
+    plan: CapturePlan, shapes: dict[str, tuple[int, ...]], value: Value, example: Any
+) -> tuple[int, ...] | str:
+    """The shape of the one tensor a module call reads, or why it cannot be known."""
+    part = _graph_parts(plan).get(value.part)
+    call = None
+    if part is not None:
+        call = next((c for c in part.traces[False].calls if c.name == value.local), None)
+    if call is None:
+        return "its call is inside a module that could not be traced" + _trace_note(plan)
+    if len(call.inputs) != 1:
+        return f"it is called with {len(call.inputs)} tensor inputs, not one"
+    node = call.inputs[0]
+    if node.op == "placeholder":
+        placeholders = [n for n in part.traces[False].graph.nodes if n.op == "placeholder"]
+        if part.path == "" and isinstance(example, torch.Tensor) and len(placeholders) == 1:
+            return tuple(example.shape)
+        return "its input is the input of a module that could not be traced"
+    shape = shapes.get(f"{part.path}.{node.meta['attnviz_name']}".strip("."))
+    return shape if shape is not None else "its input is not a tensor"
+
+
+def _module_hits(plan: CapturePlan, shapes, where: Where, placement: str) -> list[str]:
+    """The module calls ``where`` selects; a selector that names only values is an error."""
+    if isinstance(where, str) and where in WHERE_KEYWORDS:
+        raise SurgeryError(
+            f"placement={placement!r} takes module selectors (a glob such as 'layer4.*.conv2' or a "
+            f"type such as nn.Conv2d), not {where!r}: its sites are values, and {placement} needs "
+            "the module that computes them"
+        )
+    names = _selector_sites(plan, shapes, where)
+    modules = [n for n in names if plan.values[n].module is not None]
+    if not modules:
+        valid = sorted({v.module for v in plan.values.values() if v.module})
+        shown = names[0] if len(names) == 1 else names[:4]
+        raise SurgeryError(
+            f"placement={placement!r} needs module sites, but {where!r} selects values that are "
+            f"not a module's output ({shown}); modules, closest first: "
+            f"{closest(names[0], valid)}"
+        )
+    return modules
+
+
+def plan_module_sites(
+    model: nn.Module,
+    plan: CapturePlan,
+    shapes: dict[str, tuple[int, ...]],
+    where: Where,
+    placement: str,
+    example: Any,
+    attention_paths: Sequence[str] = (),
+) -> list[Site]:
+    """Sites for ``parallel`` (the block beside a module call) and ``replace`` (the module swapped).
+
+    Each site records the call's input shape (``in_shape``) next to its output
+    shape; the output must be the input downsampled by an integer stride. A
+    ``replace`` site is a module called once, owned by its parent (the block
+    takes its attribute) and holding no attention block of an earlier insertion.
+    """
+    names = _module_hits(plan, shapes, where, placement)
+    if placement == "replace":
+        calls: dict[str, int] = {}
+        for v in plan.values.values():  # one value per call of a module
+            if v.module is not None:
+                calls[v.module] = calls.get(v.module, 0) + 1
+        paths = list(dict.fromkeys(plan.values[n].module for n in names))
+        names = [next(n for n in names if plan.values[n].module == p) for p in paths]
+    taken: dict[str, set[str]] = {}
+    sites = []
+    for name in names:
+        value = plan.values[name]
+        out_shape = shapes.get(name)
+        in_shape = _call_input_shape(plan, shapes, value, example)
+        if isinstance(in_shape, str):
+            raise SurgeryError(f"site {name!r}: cannot place a block {placement}: {in_shape}")
+        if out_shape is None or len(out_shape) != 4 or len(in_shape) != 4:
+            got = [list(s) if s else None for s in (in_shape, out_shape)]
+            raise SurgeryError(
+                f"site {name!r}: {placement} needs a module mapping a 4-D feature map to a 4-D "
+                f"feature map [B, C, H, W]; this one maps {got[0]} to {got[1]}"
+            )
+        (hi, wi), (ho, wo) = in_shape[2:], out_shape[2:]
+        if not (ho and wo and hi % ho == 0 and hi // ho == wi // max(wo, 1) and wi % wo == 0):
+            raise SurgeryError(
+                f"site {name!r}: its module maps {hi}x{wi} to {ho}x{wo}, which is no integer "
+                f"stride; {placement} needs a module whose output is its input downsampled by a stride"
+            )
+        module_path = value.module
+        module = model.get_submodule(module_path)
+        if placement == "parallel":
+            if getattr(module, "inplace", False):
+                raise SurgeryError(
+                    f"site {name!r}: {type(module).__name__}(inplace=True) overwrites its input, "
+                    "which the parallel block reads; choose the module before or after it"
+                )
+            owner = value.scope
+            local = _local(owner, name)
+            host = model.get_submodule(owner) if owner else model
+            attr = attr_name(
+                host, f"{local.replace('.', '_')}_attn", taken.setdefault(owner, set())
+            )
+        else:
+            if calls.get(module_path, 0) > 1:
+                raise SurgeryError(
+                    f"site {name!r}: module {module_path!r} is called {calls[module_path]} times in "
+                    "the forward; replace swaps the module, so it must be called once"
+                )
+            inside = [
+                p
+                for p in attention_paths
+                if p == module_path
+                or p.startswith(module_path + ".")
+                or module_path.startswith(p + ".")
+            ]
+            if inside:
+                raise SurgeryError(
+                    f"site {name!r}: {module_path!r} holds or is part of the attention block "
+                    f"{inside[0]!r} of an earlier insertion; replace a module of the base model"
+                )
+            owner, _, attr = module_path.rpartition(".")
+            local = ""
+        sites.append(
+            Site(
+                name,
+                owner,
+                local,
+                attr,
+                int(in_shape[1]),
+                tuple(out_shape),
+                tuple(int(d) for d in in_shape),
+            )
+        )
+    if placement == "replace":
+        paths = [s.path for s in sites]
+        nested = [(a, b) for a in paths for b in paths if b.startswith(a + ".")]
+        if nested:
+            raise SurgeryError(
+                f"replace sites {nested[0][0]!r} and {nested[0][1]!r} are nested: one module "
+                "cannot be replaced together with a module inside it; narrow the selector"
+            )
     return sites

@@ -2,7 +2,7 @@
 
 A modified model carries a :class:`SurgerySpec` (base model reference, then
 one :class:`Insertion` per ``insert_attention`` call, each with its
-:class:`Site` list). It is what :func:`attnviz.surgery_spec` returns as JSON,
+placement and its :class:`Site` list). It is what :func:`attnviz.surgery_spec` returns as JSON,
 what :func:`attnviz.save` writes into a safetensors file and what
 :func:`attnviz.load` replays. Every reader of a model's surgery goes through
 the accessors here (:func:`spec_of`, :func:`base_class`,
@@ -12,6 +12,13 @@ the accessors here (:func:`spec_of`, :func:`base_class`,
 validated against :data:`attnviz.fileformats.SURGERY_SPEC` (types, sizes,
 names that reach generated code must be dotted Python identifiers), so a
 crafted spec fails here with a :class:`~attnviz.errors.FileFormatError`.
+
+Two format versions: ``attnviz.surgery/1`` (every block *after* its site, as
+attnviz 0.1 wrote) and ``attnviz.surgery/2``, which adds the placement of each
+insertion and, per site, the input shape (``parallel`` and ``replace``) and the
+base keys a ``replace`` removed. A spec is written in the oldest version that
+holds it, so files without the new placements stay readable by older readers;
+both versions are read.
 
 Imports only the leaf modules ``attnviz.errors``, ``attnviz.fileformats`` and
 ``attnviz._version``.
@@ -35,6 +42,7 @@ __all__ = [
     "BASE_CLASS_ATTR",
     "SPEC_ATTR",
     "SPEC_FORMAT",
+    "SPEC_FORMATS",
     "Insertion",
     "Site",
     "SurgerySpec",
@@ -52,16 +60,23 @@ SPEC_ATTR = "_attnviz_surgery"
 BASE_CLASS_ATTR = "_attnviz_base_class"
 #: On a rewritten owner's class: the names of the attention children it owns.
 ATTN_ATTR = "_attnviz_attn"
-SPEC_FORMAT = "attnviz.surgery/1"
+#: The spec format versions read; the first holds only ``after`` insertions.
+SPEC_FORMATS = ("attnviz.surgery/1", "attnviz.surgery/2")
+#: The newest format (what a spec with a ``parallel`` or ``replace`` insertion is written in).
+SPEC_FORMAT = SPEC_FORMATS[-1]
 
 
 @dataclass
 class Site:
-    """Where one block goes: after value ``site``, inside the forward of module ``owner``.
+    """Where one block goes: at value ``site``, inside the forward of module ``owner``.
 
     ``local`` is the value's name inside the owner's own graph ("" for the
     owner's output), ``attr`` the block's attribute on the owner, ``shape``
-    the feature map's shape at the example input.
+    the site's output shape at the example input and ``channels`` the
+    block's input channels. For ``parallel`` and ``replace`` the site is a
+    module call: ``in_shape`` is its input's shape (the block maps
+    ``in_shape`` to ``shape``); for ``replace`` ``owner.attr`` is the replaced
+    module itself and ``replaced`` lists the ``state_dict`` keys it removed.
     """
 
     site: str
@@ -70,19 +85,43 @@ class Site:
     attr: str
     channels: int
     shape: tuple[int, ...] = ()
+    in_shape: tuple[int, ...] = ()
+    replaced: tuple[str, ...] = ()
 
     @property
     def path(self) -> str:
         """The block's module path (``layer1.0.attn``)."""
         return f"{self.owner}.{self.attr}" if self.owner else self.attr
 
+    def block_args(self) -> dict[str, Any]:
+        """``out_channels``, ``stride`` and ``feat_size`` of the block at this site.
+
+        ``feat_size`` is the map the block reads (H, W); a site without a
+        recorded shape gives none. The stride is the input's size over the
+        output's (checked integral when the site was planned or read).
+        """
+        source = self.in_shape or self.shape
+        if len(source) != 4:
+            return {}
+        args: dict[str, Any] = {"feat_size": (int(source[2]), int(source[3]))}
+        if self.in_shape and len(self.shape) == 4:
+            args["out_channels"] = int(self.shape[1])
+            args["stride"] = int(self.in_shape[2]) // max(int(self.shape[2]), 1)
+        return args
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self) | {"shape": list(self.shape)}
+        out = asdict(self) | {"shape": list(self.shape)}
+        del out["in_shape"], out["replaced"]
+        if self.in_shape:
+            out["in_shape"] = list(self.in_shape)
+        if self.replaced:
+            out["replaced"] = list(self.replaced)
+        return out
 
 
 @dataclass
 class Insertion:
-    """One ``insert_attention`` call: the block, its settings (JSON form) and its sites."""
+    """One ``insert_attention`` call: the block, its settings (JSON form), placement and sites."""
 
     attention: str
     init: str
@@ -90,9 +129,10 @@ class Insertion:
     where: Any
     example_input_shape: list[int] | None
     sites: list[Site]
+    placement: str = "after"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "attention": self.attention,
             "init": self.init,
             "kwargs": copy.deepcopy(self.kwargs),
@@ -100,6 +140,9 @@ class Insertion:
             "example_input_shape": self.example_input_shape,
             "sites": [s.to_json() for s in self.sites],
         }
+        if self.placement != "after":
+            out["placement"] = self.placement
+        return out
 
 
 @dataclass
@@ -110,7 +153,13 @@ class SurgerySpec:
     insertions: list[Insertion] = field(default_factory=list)
     extra: dict[str, Any] | None = None
     attnviz_version: str = __version__
-    format: str = SPEC_FORMAT
+
+    @property
+    def format(self) -> str:
+        """The oldest format version that holds this spec (see the module docs)."""
+        if all(i.placement == "after" for i in self.insertions):
+            return SPEC_FORMATS[0]
+        return SPEC_FORMAT
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -142,9 +191,12 @@ class SurgerySpec:
                         s["attr"],
                         s["channels"],
                         tuple(s.get("shape", ())),
+                        tuple(s.get("in_shape", ())),
+                        tuple(s.get("replaced", ())),
                     )
                     for s in ins["sites"]
                 ],
+                placement=ins.get("placement", "after"),
             )
             for ins in data["insertions"]
         ]
@@ -159,6 +211,10 @@ class SurgerySpec:
     def sites(self) -> list[Site]:
         """Every site of every insertion, in insertion order."""
         return [s for ins in self.insertions for s in ins.sites]
+
+    def replaced_sites(self) -> list[Site]:
+        """The sites whose module a ``replace`` insertion swapped for its block."""
+        return [s for ins in self.insertions if ins.placement == "replace" for s in ins.sites]
 
     def copy(self) -> SurgerySpec:
         return copy.deepcopy(self)

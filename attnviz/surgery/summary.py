@@ -42,7 +42,7 @@ class SurgerySummary:
         for k, ins in enumerate(self.insertions):
             lines.append(
                 f"\n{ins['attention']} (init={ins['init']}, where={ins['where']}, "
-                f"kwargs={ins['kwargs']}): {ins['blocks']} blocks"
+                f"placement={ins['placement']}, kwargs={ins['kwargs']}): {ins['blocks']} blocks"
             )
             lines.append(header)
             for r in (r for r in self.rows if r["insertion"] == k):
@@ -110,6 +110,7 @@ def summary(model: nn.Module, example_input: Any = None) -> SurgerySummary:
                 "attention": ins.attention,
                 "init": ins.init,
                 "where": ins.where,
+                "placement": getattr(ins, "placement", "after"),
                 "kwargs": ins.kwargs,
                 "blocks": len(ins.sites),
             }
