@@ -298,6 +298,9 @@ def load_weights(
             f"{path} does not match the model: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
+    contract = contract_from_spec(saved.extra, str(path))  # what these weights expect
+    if contract is not None:
+        attach_contract(model, contract)
     return model if device is None else model.to(device)
 
 

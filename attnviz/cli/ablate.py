@@ -21,8 +21,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._atomic import check_writable_folder
     from ..study.ablate import run_grid
     from ._launchers import launcher_from_args
+
+    check_writable_folder(args.out, "--out")
 
     result = run_grid(
         args.grid,

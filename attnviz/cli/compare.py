@@ -153,6 +153,7 @@ def _contract(args: argparse.Namespace, models: dict):
 def run(args: argparse.Namespace) -> int:
     """Compare the models; under ``torchrun`` every process takes a share of the batches and
     rank 0 writes the outputs."""
+    from .._atomic import check_writable_folder
     from ..analysis import compare, write_outputs
     from ..recipes import load_model
     from ..training.distributed import setup
@@ -163,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         raise AttnvizError(f"model names must be distinct, got {names}; pass --names")
     models = {n: load_model(ref, trust_code=args.trust_code) for n, ref in zip(names, args.models)}
+    check_writable_folder(args.out, "--out")  # before any work, not after it
     contract = _contract(args, models)
     data = _dataset(args, contract, len(contract.class_names) if contract.class_names else None)
     layers = args.layers[0] if args.layers == ["stages"] else args.layers

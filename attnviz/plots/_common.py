@@ -248,15 +248,20 @@ def plain_axes(ax: Axes) -> None:
 
 
 def save_figure(fig: Figure, path: PathArg) -> Path:
-    """Save ``fig`` to ``path``, creating parent folders.
+    """Save ``fig`` to ``path`` in the format its suffix names, creating parent folders.
 
-    PNG unless the suffix names another format matplotlib writes (``.pdf``, ``.svg``...).
+    No suffix means PNG; a suffix matplotlib cannot write (``x.jpgx``) is an error, never
+    PNG bytes under another name.
     """
     p = Path(path)
+    fmt = p.suffix[1:].lower() or "png"
+    supported = FigureCanvasAgg.get_supported_filetypes()
+    if fmt not in supported:
+        raise AttnvizError(
+            f"cannot save a figure as {p.name!r}: .{fmt} is not an image format; "
+            f"use one of {sorted('.' + f for f in supported)}"
+        )
     p.parent.mkdir(parents=True, exist_ok=True)
-    fmt = p.suffix[1:].lower()
-    if fmt not in FigureCanvasAgg.get_supported_filetypes():
-        fmt = "png"
     fig.savefig(p, format=fmt, dpi=DPI, facecolor="white")
     return p
 

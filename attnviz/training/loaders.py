@@ -69,7 +69,7 @@ def _subset(ds: Dataset, n: int | None, seed: int, split: str) -> Dataset:
     g = torch.Generator().manual_seed(derive_seed(seed, "subset", split))
     idx = torch.randperm(total, generator=g)[:n].sort().values.tolist()
     sub = Subset(ds, idx)
-    for attr in ("classes", "class_names", "mean", "std", "num_classes"):
+    for attr in ("classes", "class_names", "mean", "std", "num_classes", "resize"):
         if hasattr(ds, attr):
             setattr(sub, attr, getattr(ds, attr))
     return sub

@@ -127,6 +127,34 @@ def data_info(source: str, image_size: int | None, dataset: Any) -> dict[str, An
     }
 
 
+def trained_contract(model: Any, source: str, image_size: int | None, dataset: Any) -> Any:
+    """The input contract of a model trained on ``dataset``: what its weights now expect.
+
+    Attached to the model (so every file :func:`attnviz.save` writes records it, and
+    ``attnviz.load`` restores it): the training size, the data's normalisation, resize
+    policy and class names, and where the weights came from.
+    """
+    from dataclasses import replace
+
+    from ..inputs import input_contract
+
+    info = data_info(source, image_size, dataset)
+    before = input_contract(model)
+    contract = replace(
+        before,
+        size=(image_size, image_size) if image_size else before.size,
+        mean=tuple(info["mean"]) if info["mean"] else before.mean,
+        std=tuple(info["std"]) if info["std"] else before.std,
+        resize=getattr(dataset, "resize", None) or "stretch",
+        class_names=info["class_names"] or before.class_names,
+        weights=f"trained on {source}"
+        + ("" if before.random_weights else f", starting from {before.weights}"),
+        data=source,
+        source="recorded by training",
+    )
+    return contract
+
+
 # -- writing -------------------------------------------------------------------------------------
 def clear(run_dir: PathLike) -> None:
     """Remove what an earlier run wrote in ``run_dir`` (only the files this module names)."""

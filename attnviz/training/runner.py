@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..fileformats import read_json
+from ..inputs import attach_contract
 from ..recipes import Recipe
 from ..serialization import load_weights
 from ..settings import TrainError, TrainSettings
@@ -48,6 +49,7 @@ from .runfolder import (
     data_info,
     read_metrics,
     summarize,
+    trained_contract,
     write_epoch,
     write_final,
     write_metrics,
@@ -330,6 +332,7 @@ def _run(
                 fixed = _fixed_images(val_loader.dataset, ctx.device)
         denorm = _denormalizer(val_loader.dataset)
         data = data_info(plan.data, s.image_size, val_loader.dataset)
+        attach_contract(model, trained_contract(model, plan.data, s.image_size, val_loader.dataset))
 
         end = s.epochs if stop_after is None else min(s.epochs, start + stop_after)
         try:
