@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import AttnvizError
+
 __all__ = [
     "FLAT_ULPS",
     "average_ranks",
@@ -42,7 +44,7 @@ def minmax(maps: Tensor, *, flat: str, tol_ulps: int = FLAT_ULPS) -> Tensor:
     [[0.0, 1.0], [0.0, 0.0]]
     """
     if flat not in ("zero", "one"):
-        raise ValueError(f"flat must be 'zero' or 'one', got {flat!r}")
+        raise AttnvizError(f"flat must be 'zero' or 'one', got {flat!r}")
     rows = maps.reshape(maps.shape[0], -1)
     lo = rows.amin(dim=1, keepdim=True)
     hi = rows.amax(dim=1, keepdim=True)

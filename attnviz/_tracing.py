@@ -146,7 +146,7 @@ class ModuleCall:
     inputs: tuple[fx.Node, ...] = ()
 
 
-class TraceFailure(RuntimeError):
+class TraceFailure(TraceError):
     """A module's forward could not be traced; says which module and which op."""
 
     def __init__(self, path: str, module: nn.Module, cause: BaseException):

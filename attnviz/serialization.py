@@ -335,7 +335,7 @@ def load_base_weights(
     state = {k: v for k, v in state.items() if k not in replaced}
     unexpected = [k for k in state if k not in own]
     if unexpected:
-        raise KeyError(
+        raise FileFormatError(
             f"{len(unexpected)} key(s) of the weights are not in the model, e.g. {unexpected[:5]}"
         )
     shapes = {k: tuple(v.shape) for k, v in own.items()}
@@ -346,12 +346,14 @@ def load_base_weights(
     if bad_shape:
         k = bad_shape[0]
         got = state.get(k, aside.get(k))
-        raise ValueError(f"shape mismatch for {k}: weights {tuple(got.shape)} vs model {shapes[k]}")
+        raise AttnvizError(
+            f"shape mismatch for {k}: weights {tuple(got.shape)} vs model {shapes[k]}"
+        )
     attn = set(attention_keys(model))
     missing = [k for k in own if k not in state]
     not_attn = [k for k in missing if k not in attn]
     if not_attn:
-        raise KeyError(
+        raise FileFormatError(
             f"the weights lack {len(not_attn)} non-attention key(s), e.g. {not_attn[:5]}"
         )
     model.load_state_dict(state, strict=False)

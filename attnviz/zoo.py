@@ -241,18 +241,42 @@ def _load_with_new_head(model: nn.Module, state: Mapping[str, torch.Tensor], ref
         and state[k].shape[1:] == own[k].shape[1:]
     ]
     if not fresh:
-        model.load_state_dict(state, strict=True)
+        _strict_load(model, state, ref)
         return
     missing, unexpected = model.load_state_dict(
         {k: v for k, v in state.items() if k not in fresh}, strict=False
     )
     if unexpected or sorted(missing) != sorted(fresh):
-        model.load_state_dict(state, strict=True)  # raises torch's error, naming every key
+        _strict_load(model, state, ref)  # raises, naming the keys
     warnings.warn(
         f"{ref}: the weights' classifier {head!r} has {state[fresh[0]].shape[0]} outputs and the "
         f"model {own[fresh[0]].shape[0]}: it keeps its random initialisation (fine-tune it)",
         stacklevel=3,
     )
+
+
+def _strict_load(model: nn.Module, state: Mapping[str, torch.Tensor], ref: str) -> None:
+    """``load_state_dict(strict=True)``; a mismatch is one line naming the first keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} keys missing (e.g. {missing[:3]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if shapes:
+            k = shapes[0]
+            detail.append(
+                f"{len(shapes)} of another shape (e.g. {k}: file {list(state[k].shape)}, "
+                f"model {list(own[k].shape)})"
+            )
+        raise FileFormatError(
+            f"the weights do not fit {ref}: {'; '.join(detail)} (are they another architecture's?)"
+        )
+    model.load_state_dict(state, strict=True)
 
 
 def _timm_file_classes(name: str, path: str | Path) -> int | None:

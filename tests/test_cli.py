@@ -92,7 +92,7 @@ def test_cam_writes_a_png(recipes, image, tmp_path, capsys):
         ),
         (
             ["cam", "--model", "torchvision:resnet18", "--image", "missing.png", "--out", "o.png"],
-            "image not found",
+            "no such file or folder",
         ),
         (
             ["cam", "--model", "torchvision:resnet81", "--image", "x.png", "--out", "o.png"],
@@ -101,7 +101,10 @@ def test_cam_writes_a_png(recipes, image, tmp_path, capsys):
     ],
 )
 def test_cam_bad_input(argv, message, capsys, tmp_path, monkeypatch):
+    from PIL import Image
+
     monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (16, 16)).save(tmp_path / "x.png")
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()

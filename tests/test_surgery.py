@@ -218,7 +218,7 @@ def test_weights_with_another_class_count_load_all_but_a_new_classifier(tmp_path
     assert pre.fc.out_features == 10
     # any other mismatch is still a strict load's error naming the key
     save_file(torchvision.models.resnet34().state_dict(), str(tmp_path / "r34.safetensors"))
-    with pytest.raises(RuntimeError, match=r"layer1\.2"):
+    with pytest.raises(attnviz.FileFormatError, match=r"layer1\.2"):
         create_model("torchvision:resnet18", num_classes=10, weights=tmp_path / "r34.safetensors")
 
 

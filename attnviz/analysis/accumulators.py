@@ -159,7 +159,12 @@ class ModelStats:
         r: dict[str, Any] = {
             "classification": self.classification.compute(),
             "features": {layer: a.compute() for layer, a in self.features.items()},
-            "cka": {layer: a.compute() for layer, a in self.cka.items() if a.updated},
+            # minibatch CKA needs batches of 4 images or more: none (a tiny dataset), no CKA
+            "cka": {
+                layer: a.compute()
+                for layer, a in self.cka.items()
+                if a.updated and int(a.states["n_batches"]) > 0
+            },
             "gates": {g: a.compute() for g, a in self.gates.items() if a.updated},
             "cam": {},
         }

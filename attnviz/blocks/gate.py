@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .._tracing import register_leaf
+from ..errors import AttnvizError
 
 __all__ = ["Gate", "make_gate"]
 
@@ -17,7 +18,7 @@ def _activation(act: nn.Module | str) -> nn.Module:
 
     module = create_act_layer(act)
     if module is None:
-        raise ValueError(f"unknown gate activation {act!r}")
+        raise AttnvizError(f"unknown gate activation {act!r}")
     return module
 
 

@@ -134,7 +134,7 @@ def register_attention(
 def add_builtin(info: AttentionInfo) -> None:
     """Register a built-in block (used by :mod:`attnviz.blocks.catalog`)."""
     if info.kind not in KINDS:
-        raise ValueError(f"built-in {info.name!r}: kind {info.kind!r} is not one of {KINDS}")
+        raise AttnvizError(f"built-in {info.name!r}: kind {info.kind!r} is not one of {KINDS}")
     _REGISTRY[info.name] = info
 
 

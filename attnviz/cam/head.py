@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import AttnvizError
+
 __all__ = ["gap_fc_weight"]
 
 
@@ -23,7 +25,7 @@ def gap_fc_weight(model: nn.Module, acts: Tensor, output: object, layer: str) ->
     """The weight ``[classes, C]`` of the Linear with ``output == fc(acts.mean((2, 3)))``."""
     if not isinstance(output, Tensor) or output.ndim != 2:
         what = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-        raise ValueError(f"method 'cam' needs a classifier output [batch, classes], got {what}")
+        raise AttnvizError(f"method 'cam' needs a classifier output [batch, classes], got {what}")
     channels, classes = acts.shape[1], output.shape[1]
     candidates = [
         m
@@ -43,7 +45,7 @@ def gap_fc_weight(model: nn.Module, acts: Tensor, output: object, layer: str) ->
         if candidates
         else f"no nn.Linear with {channels} inputs and {classes} outputs"
     )
-    raise ValueError(
+    raise AttnvizError(
         f"method 'cam' needs a model whose output is Linear(global-average-pool({layer!r})); "
         f"{found}. Use the last convolutional stage as the layer, or a gradient method "
         "('gradcam' equals CAM up to scale on such models)"

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .._maps import minmax
+from ..errors import AttnvizError
 
 if TYPE_CHECKING:
     from .result import CamResult
@@ -76,14 +77,14 @@ def normalize_shared(cams: Sequence[T]) -> list[T]:
 def _shared_results(results: list[CamResult]) -> list[CamResult]:
     bad = [i for i, r in enumerate(results) if r.normalize == "per_image"]
     if bad:
-        raise ValueError(
+        raise AttnvizError(
             f"results {bad} were computed with normalize='per_image', which erased their "
             "magnitude; compute them with normalize='none' to put them on a shared scale"
         )
     keys = set(results[0].all_maps)
     for i, r in enumerate(results[1:], 1):
         if set(r.all_maps) != keys:
-            raise ValueError(
+            raise AttnvizError(
                 f"result {i} holds (method, layer) maps {sorted(r.all_maps)}, result 0 holds "
                 f"{sorted(keys)}; compute every result with the same methods and layers"
             )

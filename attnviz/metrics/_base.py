@@ -44,6 +44,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from ..errors import AttnvizError
+
 __all__ = ["Accumulator"]
 
 _A = TypeVar("_A", bound="Accumulator")
@@ -120,7 +122,7 @@ class Accumulator:
         """Replace the running states, e.g. to resume from a saved ``states`` dict."""
         unknown = sorted(set(states) - set(self._declared))
         if unknown:
-            raise ValueError(
+            raise AttnvizError(
                 f"{type(self).__name__}.load_states: unknown states {unknown}; this "
                 f"accumulator declares {sorted(self._declared)}"
             )
@@ -148,7 +150,7 @@ class Accumulator:
                     f"{type(self).__name__}.merge: cannot merge a {type(other).__name__}"
                 )
             if other.settings() != self.settings():
-                raise ValueError(
+                raise AttnvizError(
                     f"{type(self).__name__}.merge: settings differ: "
                     f"{self.settings()} vs {other.settings()}"
                 )
@@ -167,7 +169,7 @@ class Accumulator:
         """A new accumulator holding the sum of the states of ``accumulators``."""
         accs = list(accumulators)
         if not accs:
-            raise ValueError(f"{cls.__name__}.reduce: got no accumulators")
+            raise AttnvizError(f"{cls.__name__}.reduce: got no accumulators")
         out = copy.deepcopy(accs[0])
         return out.merge(*accs[1:])
 
@@ -231,13 +233,13 @@ class Accumulator:
                     self._states[name] = torch.zeros(want, dtype=dtype, device=device)
                 continue
             if tuple(t.shape) != want and None not in want:
-                raise ValueError(
+                raise AttnvizError(
                     f"{owner}.update: state {name!r} was created with shape "
                     f"{tuple(t.shape)} by an earlier update, this input needs {want} "
                     "(inputs of one accumulator must keep the same channel count / size)"
                 )
             if t.device != device:
-                raise ValueError(
+                raise AttnvizError(
                     f"{owner}.update: input on {device} but the states live on "
                     f"{t.device} (created by the first update); keep inputs on one device"
                 )
@@ -294,7 +296,7 @@ def _check_same_layout(owner: str, a: Mapping[str, Tensor], b: Mapping[str, Tens
     la = {k: tuple(v.shape) for k, v in a.items()}
     lb = {k: tuple(v.shape) for k, v in b.items()}
     if la != lb:
-        raise ValueError(f"{owner}.merge: state layouts differ: {la} vs {lb}")
+        raise AttnvizError(f"{owner}.merge: state layouts differ: {la} vs {lb}")
 
 
 def ratio(num: Tensor | float, den: Tensor | float) -> float:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import AttnvizError
+
 
 def check_tensor(owner: str, arg: str, x: object, ndims: tuple[int, ...], expected: str) -> Tensor:
     """``x`` must be a tensor with one of ``ndims`` dimensions; ``expected`` is e.g. ``"[B, C, H, W]"``."""
@@ -13,11 +15,11 @@ def check_tensor(owner: str, arg: str, x: object, ndims: tuple[int, ...], expect
             f"{owner}: `{arg}` must be a torch.Tensor {expected}, got {type(x).__name__}"
         )
     if x.ndim not in ndims:
-        raise ValueError(
+        raise AttnvizError(
             f"{owner}: `{arg}` has shape {tuple(x.shape)} ({x.ndim}-D), expected {expected}"
         )
     if x.shape[0] == 0:
-        raise ValueError(f"{owner}: `{arg}` has shape {tuple(x.shape)}: the batch is empty")
+        raise AttnvizError(f"{owner}: `{arg}` has shape {tuple(x.shape)}: the batch is empty")
     return x
 
 
@@ -35,7 +37,7 @@ def as_maps(owner: str, arg: str, x: object) -> Tensor:
     x = check_tensor(owner, arg, x, (3, 4), "[B, H, W] (or [B, 1, H, W])")
     if x.ndim == 4:
         if x.shape[1] != 1:
-            raise ValueError(
+            raise AttnvizError(
                 f"{owner}: `{arg}` has shape {tuple(x.shape)}, expected [B, H, W] or [B, 1, H, W]"
             )
         x = x[:, 0]
@@ -44,7 +46,7 @@ def as_maps(owner: str, arg: str, x: object) -> Tensor:
 
 def check_same_shape(owner: str, arg_a: str, a: Tensor, arg_b: str, b: Tensor) -> None:
     if a.shape != b.shape:
-        raise ValueError(
+        raise AttnvizError(
             f"{owner}: `{arg_a}` has shape {tuple(a.shape)} but `{arg_b}` has shape "
             f"{tuple(b.shape)}; they must be equal (resize one of them first)"
         )
@@ -59,7 +61,7 @@ def check_labels(
             f"{owner}: `labels` must be a torch.Tensor [B], got {type(labels).__name__}"
         )
     if labels.ndim != 1 or labels.shape[0] != batch:
-        raise ValueError(
+        raise AttnvizError(
             f"{owner}: `labels` has shape {tuple(labels.shape)}, expected [B] = [{batch}]"
         )
     if labels.is_floating_point() or labels.dtype == torch.bool:
@@ -68,7 +70,7 @@ def check_labels(
     if num_classes is not None:
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= num_classes:
-            raise ValueError(
+            raise AttnvizError(
                 f"{owner}: `labels` must lie in [0, {num_classes}) (num_classes={num_classes}), "
                 f"got values in [{lo}, {hi}]"
             )
@@ -85,8 +87,8 @@ def class_index(
     """
     if num_classes is None:
         if labels is not None:
-            raise ValueError(f"{owner}: got `labels` but it was built without `num_classes`")
+            raise AttnvizError(f"{owner}: got `labels` but it was built without `num_classes`")
         return torch.zeros(batch, dtype=torch.long, device=device)
     if labels is None:
-        raise ValueError(f"{owner}: `labels` [B] are required (num_classes={num_classes})")
+        raise AttnvizError(f"{owner}: `labels` [B] are required (num_classes={num_classes})")
     return check_labels(owner, labels, batch, num_classes, device)

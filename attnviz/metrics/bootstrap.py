@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import StatisticsError
+from ..errors import AttnvizError, StatisticsError
 from ..stats import mcnemar
 from ._base import Accumulator, ratio
 from ._checks import check_tensor
@@ -145,7 +145,7 @@ class PairedDifference(_PerImageBootstrap):
         v = _values(owner, "variant", variant)
         b = _values(owner, "baseline", baseline).to(v.device)
         if v.shape != b.shape:
-            raise ValueError(
+            raise AttnvizError(
                 f"{owner}: `variant` has shape {tuple(v.shape)} but `baseline` has "
                 f"{tuple(b.shape)}; pass both models' values for the same images"
             )
@@ -202,7 +202,7 @@ class PairedAccuracy(PairedDifference):
         b = _values(owner, "baseline_correct", baseline_correct).to(v.device)
         for arg, t in (("variant_correct", v), ("baseline_correct", b)):
             if not bool(((t == 0) | (t == 1)).all()):
-                raise ValueError(f"{owner}: `{arg}` must be bool or 0/1 per image")
+                raise AttnvizError(f"{owner}: `{arg}` must be bool or 0/1 per image")
         super().update(v, b, index)
         st = self._states
         st["n_variant_only"].add_(((v == 1) & (b == 0)).sum())

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .._maps import average_ranks, descending_order, normalized_entropy
+from ..errors import AttnvizError
 from ._base import Accumulator, ratio
 from ._checks import as_maps, check_same_shape
 
@@ -64,7 +65,9 @@ class CamAgreement(Accumulator):
     def __init__(self, top_fraction: float = 0.2) -> None:
         super().__init__()
         if not 0.0 < top_fraction <= 1.0:
-            raise ValueError(f"CamAgreement: `top_fraction` must be in (0, 1], got {top_fraction}")
+            raise AttnvizError(
+                f"CamAgreement: `top_fraction` must be in (0, 1], got {top_fraction}"
+            )
         self.top_fraction = float(top_fraction)
         for name in ("n_images", "n_defined", "sum_pearson", "sum_spearman", "sum_top_iou"):
             self.add_state(name)
@@ -139,7 +142,7 @@ class CamConcentration(Accumulator):
         owner = "CamConcentration.update"
         s = as_maps(owner, "cams", cams).detach().flatten(1)
         if s.shape[1] < 2:
-            raise ValueError(f"{owner}: `cams` has shape {tuple(cams.shape)}; needs H × W ≥ 2")
+            raise AttnvizError(f"{owner}: `cams` has shape {tuple(cams.shape)}; needs H × W ≥ 2")
         ent = normalized_entropy(s.clamp(min=0))
         ok = torch.isfinite(ent)
         st = self._running(s.device)

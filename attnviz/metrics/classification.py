@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import AttnvizError
 from ._base import Accumulator, ratio
 from ._checks import check_float, check_labels, check_tensor
 
@@ -41,9 +42,9 @@ class ClassificationStats(Accumulator):
     def __init__(self, top_k: int = 5, ece_bins: int = 15) -> None:
         super().__init__()
         if top_k < 1:
-            raise ValueError(f"ClassificationStats: `top_k` must be ≥ 1, got {top_k}")
+            raise AttnvizError(f"ClassificationStats: `top_k` must be ≥ 1, got {top_k}")
         if ece_bins < 1:
-            raise ValueError(f"ClassificationStats: `ece_bins` must be ≥ 1, got {ece_bins}")
+            raise AttnvizError(f"ClassificationStats: `ece_bins` must be ≥ 1, got {ece_bins}")
         self.top_k = top_k
         self.ece_bins = ece_bins
         for name in (

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._maps import descending_order, minmax, resize_maps
+from ..errors import AttnvizError
 from ._base import Accumulator, ratio
 from ._checks import as_maps, check_float, check_tensor
 
@@ -40,7 +41,7 @@ def gaussian_blur(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> 
     (RISE's insertion substrate uses ``kernel_size=11, sigma=5``).
     """
     if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"gaussian_blur: `kernel_size` must be odd and ≥ 1, got {kernel_size}")
+        raise AttnvizError(f"gaussian_blur: `kernel_size` must be odd and ≥ 1, got {kernel_size}")
     r = kernel_size // 2
     t = torch.arange(-r, r + 1, dtype=torch.float64, device=images.device)
     k = torch.exp(-(t**2) / (2 * sigma**2))
@@ -72,7 +73,7 @@ def _make_substrate(
         out = substrate(images)
         if not isinstance(out, Tensor) or out.shape != images.shape:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
+            raise AttnvizError(
                 f"{owner}: the `{arg}` callable returned {shape}, expected a tensor of the "
                 f"images' shape {tuple(images.shape)}"
             )
@@ -83,7 +84,7 @@ def _make_substrate(
         return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
     if substrate == "blur":
         return gaussian_blur(images, kernel_size, sigma)
-    raise ValueError(
+    raise AttnvizError(
         f"{owner}: `{arg}` must be 'blur', 'zeros', 'mean' or a callable, got {substrate!r}"
     )
 
@@ -99,7 +100,9 @@ def _scores(model_fn: ModelFn, x: Tensor, apply_softmax: bool, owner: str) -> Te
     out = model_fn(x)
     if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"{owner}: `model_fn` returned {shape}, expected logits [{x.shape[0]}, K]")
+        raise AttnvizError(
+            f"{owner}: `model_fn` returned {shape}, expected logits [{x.shape[0]}, K]"
+        )
     out = out.to(torch.float64)
     return out.softmax(dim=1) if apply_softmax else out
 
@@ -129,12 +132,12 @@ def _check_inputs(
     x = check_float(owner, "images", x.detach())
     s = as_maps(owner, "cams", cams).detach().to(x.device)
     if s.shape[0] != x.shape[0]:
-        raise ValueError(
+        raise AttnvizError(
             f"{owner}: `cams` has shape {tuple(cams.shape)} but `images` has shape "
             f"{tuple(images.shape)}; one map per image is needed"
         )
     if batch_size < 1:
-        raise ValueError(f"{owner}: `batch_size` must be ≥ 1, got {batch_size}")
+        raise AttnvizError(f"{owner}: `batch_size` must be ≥ 1, got {batch_size}")
     s = resize_maps(s, (x.shape[2], x.shape[3]))
     if targets is None:
         return x, s, None
@@ -142,7 +145,7 @@ def _check_inputs(
         return x, s, torch.full((x.shape[0],), targets, dtype=torch.long, device=x.device)
     if not isinstance(targets, Tensor) or targets.shape != (x.shape[0],):
         shape = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
-        raise ValueError(
+        raise AttnvizError(
             f"{owner}: `targets` is {shape}, expected an int or a tensor [B] = [{x.shape[0]}]"
         )
     return x, s, targets.to(device=x.device, dtype=torch.long)
@@ -213,7 +216,7 @@ def deletion_insertion(
     """
     owner = "deletion_insertion"
     if steps < 1:
-        raise ValueError(f"{owner}: `steps` must be ≥ 1, got {steps}")
+        raise AttnvizError(f"{owner}: `steps` must be ≥ 1, got {steps}")
     x, s, tgt = _check_inputs(owner, images, cams, targets, batch_size)
     b, _, h, w = x.shape
     if tgt is None:
@@ -343,7 +346,7 @@ class FaithfulnessStats(Accumulator):
     ) -> None:
         super().__init__()
         if steps < 1:
-            raise ValueError(f"FaithfulnessStats: `steps` must be ≥ 1, got {steps}")
+            raise AttnvizError(f"FaithfulnessStats: `steps` must be ≥ 1, got {steps}")
         self.steps = steps
         self.deletion_substrate = deletion_substrate
         self.insertion_substrate = insertion_substrate

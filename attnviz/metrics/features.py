@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .._maps import normalized_entropy
+from ..errors import AttnvizError
 from ._base import Accumulator, ratio
 from ._checks import check_float, check_tensor
 from ._resampling import KEYS_STATE, Resampling, check_index
@@ -134,7 +135,7 @@ class FeatureStats(Accumulator):
         x = check_tensor(owner, "features", features, (4,), "[B, C, H, W]")
         x = check_float(owner, "features", x.detach())
         if x.shape[2] * x.shape[3] < 2:
-            raise ValueError(
+            raise AttnvizError(
                 f"{owner}: `features` has shape {tuple(x.shape)}; spatial entropy needs "
                 "H × W ≥ 2 (pass the map before global pooling)"
             )

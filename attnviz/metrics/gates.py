@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..errors import StatisticsError
+from ..errors import AttnvizError, StatisticsError
 from ._base import Accumulator
 from ._checks import check_float, check_tensor, class_index
 from ._resampling import KEYS_STATE, Resampling, check_index
@@ -33,7 +33,7 @@ def gate_profile(gates: Tensor, channel_dim: int | None = None) -> Tensor:
     if channel_dim is None:
         if g.ndim == 3:
             if g.shape[1] != 1:
-                raise ValueError(
+                raise AttnvizError(
                     f"{owner}: `gates` has shape {tuple(g.shape)}; a 3-D gate is read as "
                     "[B, 1, C] (timm ECA); pass `channel_dim` for other layouts"
                 )
@@ -41,7 +41,7 @@ def gate_profile(gates: Tensor, channel_dim: int | None = None) -> Tensor:
         else:
             channel_dim = 1
     if not 1 <= channel_dim < g.ndim:
-        raise ValueError(
+        raise AttnvizError(
             f"{owner}: `channel_dim`={channel_dim} is not a non-batch dim of shape {tuple(g.shape)}"
         )
     g = check_float(owner, "gates", g)
@@ -128,12 +128,12 @@ class GateStats(Accumulator):
     ) -> None:
         super().__init__()
         if num_classes is not None and num_classes < 1:
-            raise ValueError(f"GateStats: `num_classes` must be ≥ 1, got {num_classes}")
+            raise AttnvizError(f"GateStats: `num_classes` must be ≥ 1, got {num_classes}")
         if bins < 1:
-            raise ValueError(f"GateStats: `bins` must be ≥ 1, got {bins}")
+            raise AttnvizError(f"GateStats: `bins` must be ≥ 1, got {bins}")
         lo, hi = float(value_range[0]), float(value_range[1])
         if not hi > lo:
-            raise ValueError(
+            raise AttnvizError(
                 f"GateStats: `value_range` must be (low, high) with high > low, got {value_range}"
             )
         self.num_classes = num_classes

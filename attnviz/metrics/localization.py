@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .._maps import minmax
+from ..errors import AttnvizError
 from ._base import Accumulator, ratio
 from ._checks import as_maps, check_same_shape, check_tensor, class_index
 
@@ -80,9 +81,9 @@ class CamLocalization(Accumulator):
     ) -> None:
         super().__init__()
         if num_classes is not None and num_classes < 1:
-            raise ValueError(f"CamLocalization: `num_classes` must be ≥ 1, got {num_classes}")
+            raise AttnvizError(f"CamLocalization: `num_classes` must be ≥ 1, got {num_classes}")
         if tolerance <= 0:
-            raise ValueError(f"CamLocalization: `tolerance` must be > 0, got {tolerance}")
+            raise AttnvizError(f"CamLocalization: `tolerance` must be > 0, got {tolerance}")
         self.num_classes = num_classes
         self.tolerance = float(tolerance)
         self.iou_threshold = float(iou_threshold)

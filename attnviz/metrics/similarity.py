@@ -9,7 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ..errors import StatisticsError
+from ..errors import AttnvizError, StatisticsError
 from ._base import Accumulator
 from ._checks import check_tensor
 from ._resampling import KEYS_STATE, Resampling
@@ -32,7 +32,7 @@ def _flatten(owner: str, arg: str, x: object, pool: Pool) -> Tensor:
         x = x.flatten(2).mean(dim=2)
     x = x.flatten(1)
     if x.shape[0] < 4:
-        raise ValueError(
+        raise AttnvizError(
             f"{owner}: `{arg}` has batch size {x.shape[0]} (shape {tuple(x.shape)}); the "
             "unbiased HSIC estimator needs at least 4 images per batch (or build the "
             "accumulator with skip_small_batches=True to skip and count such batches)"
@@ -81,7 +81,7 @@ def hsic_unbiased(k: Tensor, l: Tensor) -> Tensor:  # noqa: E741
     """
     n = k.shape[-1]
     if n < 4:
-        raise ValueError(f"hsic_unbiased: Gram matrices of shape {tuple(k.shape)}; needs n ≥ 4")
+        raise AttnvizError(f"hsic_unbiased: Gram matrices of shape {tuple(k.shape)}; needs n ≥ 4")
     kz, rk, sk = _hsic_terms(k.to(torch.float64))
     lz, rl, sl = _hsic_terms(l.to(torch.float64))
     return _hsic_from_terms(kz[None], rk[None], sk[None], lz[None], rl[None], sl[None], n)[0, 0]
@@ -108,7 +108,9 @@ class _CKABase(Accumulator):
     ) -> None:
         super().__init__()
         if pool not in ("none", "avg"):
-            raise ValueError(f"{type(self).__name__}: `pool` must be 'none' or 'avg', got {pool!r}")
+            raise AttnvizError(
+                f"{type(self).__name__}: `pool` must be 'none' or 'avg', got {pool!r}"
+            )
         self.pool: Pool = pool
         self.dtype = dtype
         self.skip_small_batches = skip_small_batches
@@ -232,7 +234,7 @@ class LinearCKA(_CKABase):
         fx = _flatten(owner, "x", x, self.pool)
         fy = _flatten(owner, "y", y, self.pool)
         if fx.shape[0] != fy.shape[0]:
-            raise ValueError(
+            raise AttnvizError(
                 f"{owner}: `x` has shape {tuple(x.shape)} and `y` has shape {tuple(y.shape)}; "
                 "they must have the same batch size (the same images)"
             )
@@ -301,7 +303,7 @@ class CKAMatrix(_CKABase):
         n = flat[0].shape[0]
         for i, f in enumerate(flat):
             if f.shape[0] != n:
-                raise ValueError(
+                raise AttnvizError(
                     f"{owner}: `{arg}[{i}]` has batch size {f.shape[0]}, `{arg}[0]` has {n}; "
                     "all features must come from the same images"
                 )
@@ -322,7 +324,7 @@ class CKAMatrix(_CKABase):
             lz, rl, sl, m = self._terms("ys", ys)
             lz, rl, sl = lz.to(kz.device), rl.to(kz.device), sl.to(kz.device)
         if m != n:
-            raise ValueError(
+            raise AttnvizError(
                 f"CKAMatrix.update: `xs` have batch size {n}, `ys` have {m}; "
                 "they must be the same images"
             )

@@ -24,7 +24,7 @@ import yaml
 
 from .._atomic import atomic_write_json
 from ..analysis.columns import SUMMARY_COLUMNS
-from ..errors import FileFormatError
+from ..errors import AttnvizError, FileFormatError
 from ..fileformats import read_json
 from .grid import Cell, Grid, load_grid
 from .launchers import CellTask, Launcher, resolve_launcher
@@ -446,9 +446,9 @@ def run_grid(
     """
     grid = load_grid(grid) if not isinstance(grid, Grid) else grid
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise AttnvizError(f"workers must be >= 1, got {workers}")
     if torchrun is not None and torchrun < 1:
-        raise ValueError(f"torchrun must be >= 1 processes, got {torchrun}")
+        raise AttnvizError(f"torchrun must be >= 1 processes, got {torchrun}")
     launcher = resolve_launcher(launcher, workers=workers)
     launcher.check(torchrun=torchrun, device=device)
     out = Path(out)

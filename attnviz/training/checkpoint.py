@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_write, atomic_write_bytes, atomic_write_json
-from ..errors import FileFormatError
+from ..errors import AttnvizError, FileFormatError
 from ..fileformats import contained, read_json
 
 __all__ = [
@@ -237,7 +237,7 @@ class Checkpoint:
         missing = sorted(set(current) - set(sd))
         unexpected = sorted(set(sd) - set(current))
         if missing or unexpected:
-            raise ValueError(
+            raise AttnvizError(
                 f"{self.weights} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         with torch.no_grad():
@@ -269,13 +269,13 @@ def _verify(directory: Path, epoch: int) -> Checkpoint:
         entry = state["files"][role]
         path = contained(directory, entry["name"], source=state_path)
         if not path.is_file():
-            raise ValueError(f"{path}: missing")
+            raise AttnvizError(f"{path}: missing")
         if sha256(path) != entry["sha256"]:
-            raise ValueError(f"{path}: checksum mismatch (truncated or modified)")
+            raise AttnvizError(f"{path}: checksum mismatch (truncated or modified)")
         try:
             _check_safetensors(path)
         except Exception as exc:
-            raise ValueError(f"{path}: not a valid safetensors file ({exc})") from exc
+            raise AttnvizError(f"{path}: not a valid safetensors file ({exc})") from exc
         paths[role] = path
     return Checkpoint(epoch, paths["weights"], paths["optimizer"], state)
 

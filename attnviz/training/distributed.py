@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..errors import AttnvizError
+
 __all__ = ["DistContext", "setup"]
 
 
@@ -83,7 +85,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+        raise AttnvizError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def _pick_device(device: str | torch.device | None, local_rank: int, world_size: int):
@@ -94,11 +96,11 @@ def _pick_device(device: str | torch.device | None, local_rank: int, world_size:
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
+            raise AttnvizError(f"device {str(device)!r} requested but CUDA is not available")
         if dev.index is None:
             dev = torch.device("cuda", local_rank % torch.cuda.device_count())
         elif world_size > 1:
-            raise ValueError(
+            raise AttnvizError(
                 f"device {str(device)!r} names one GPU, but {world_size} processes were launched; "
                 "pass --device cuda and each process takes cuda:LOCAL_RANK"
             )

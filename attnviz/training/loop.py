@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import AttnvizError
 from ..settings import TrainSettings
 from .distributed import DistContext
 from .finetune import set_train_mode
@@ -104,7 +105,7 @@ def evaluate(
     model.to(dev)
     loss, correct, n = _eval_sums(model, data_loader, dev, amp=amp)
     if n == 0:
-        raise ValueError("evaluate: the data loader yielded no images")
+        raise AttnvizError("evaluate: the data loader yielded no images")
     return {"loss": loss / n, "accuracy": correct / n, "n": int(n)}
 
 

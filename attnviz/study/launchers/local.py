@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from ...errors import AttnvizError
 from .base import CellTask, Launcher, Report, error_text
 from .worker import run_task
 
@@ -20,7 +21,7 @@ class LocalLauncher(Launcher):
 
     def __init__(self, workers: int = 1) -> None:
         if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+            raise AttnvizError(f"workers must be >= 1, got {workers}")
         self.workers = workers
 
     def describe(self) -> str:
