@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._utils import class_path
 from .errors import AttnvizError, FileFormatError
 from .inputs import InputContract, attach_contract, input_contract
 
@@ -394,7 +395,7 @@ def recognize_base(
     elif module_name == "attnviz.nets":
         return None
     else:
-        candidates.append((f"{module_name}:{cls.__qualname__}", cls, [{}]))
+        candidates.append((class_path(cls), cls, [{}]))
     for ref_name, factory, kw_options in candidates:
         for kw in kw_options:
             built = _build_meta(factory, kw)

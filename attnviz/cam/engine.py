@@ -16,8 +16,7 @@ per noisy copy, shared by all layers). ``aug_smooth`` multiplies every pass by s
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 from .._maps import minmax, resize_maps
 from .._select import is_glob
 from .._tail import LayerTail
+from .._utils import eval_mode, model_device
 from ..errors import CamError
 from ..intermediates import IntermediateModel
 from ._cache import capturing, tail_of
@@ -207,7 +207,7 @@ def compute_cam(
         derived_chunk=batch_size or _DERIVED_CHUNK,
         score_mode=scorecam_weights,
     )
-    with _eval_mode(wrapper), torch.inference_mode(False):
+    with eval_mode(wrapper), torch.inference_mode(False):
         x = images.to(device)
         spec = resolve_targets(targets, n)
         if "cam" in methods and spec.kind not in ("argmax", "index"):
@@ -350,19 +350,7 @@ def _ablation_setup(
 
 
 def _device(module: nn.Module, images: Tensor) -> torch.device:
-    first = next(itertools.chain(module.parameters(), module.buffers()), None)
-    return first.device if first is not None else images.device
-
-
-@contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode for the block; every module's ``training`` flag restored after."""
-    saved = [(m, m.training) for m in module.modules()]
-    if any(flag for _, flag in saved):
-        module.train(False)
-    try:
-        yield
-    finally:
-        for m, flag in saved:
-            if m.training != flag:
-                m.training = flag
+    """The model's device; the images' for a model without parameters or buffers."""
+    if next(itertools.chain(module.parameters(), module.buffers()), None) is None:
+        return images.device
+    return model_device(module)[0]

@@ -117,9 +117,10 @@ def model_label(ref: str) -> str:
 
 def _dataset(args: argparse.Namespace, contract, num_classes: int | None):
     from ..data import build_dataset
+    from ..data.specs import is_synthetic
 
     spec, size = args.data, contract.size
-    if spec == "synthetic" or spec.startswith("synthetic:"):
+    if is_synthetic(spec):
         if args.masks:
             raise AttnvizError(
                 "--masks is for image folders; synthetic images carry their own masks"

@@ -38,7 +38,14 @@ from .pets import OxfordPets
 from .synthetic import DEMO_TRAINING, SPLITS, SyntheticShapes
 from .voc import VOCObjects
 
-__all__ = ["NAMED_DATASETS", "build_dataset", "canonical_spec", "named_spec"]
+__all__ = [
+    "NAMED_DATASETS",
+    "build_dataset",
+    "canonical_spec",
+    "is_synthetic",
+    "named_spec",
+    "synthetic_count",
+]
 
 #: ``NAME`` of a ``NAME:PATH`` spec -> the dataset class reading that layout.
 NAMED_DATASETS: dict[str, type[Dataset]] = {
@@ -67,10 +74,27 @@ def named_spec(spec: str | os.PathLike[str]) -> tuple[str, Path] | None:
     return name, Path(path).expanduser()
 
 
+def is_synthetic(spec: str | os.PathLike[str]) -> bool:
+    """Whether ``spec`` names the built-in data (``synthetic`` or ``synthetic:N``)."""
+    text = os.fspath(spec)
+    return text == "synthetic" or text.startswith("synthetic:")
+
+
+def synthetic_count(spec: str | os.PathLike[str]) -> int | None:
+    """N of ``synthetic:N`` (None for plain ``synthetic``); a bad N is a :class:`DataError`."""
+    text = os.fspath(spec)
+    if text == "synthetic":
+        return None
+    count = text.partition(":")[2]
+    if not count.isdigit() or int(count) < 1:
+        raise DataError(f"dataset spec {text!r}: expected 'synthetic' or 'synthetic:N' with N >= 1")
+    return int(count)
+
+
 def canonical_spec(spec: str | os.PathLike[str]) -> str:
     """The spec with its path made absolute: the same data compares equal from any folder."""
     text = os.fspath(spec)
-    if text == "synthetic" or text.startswith("synthetic:"):
+    if is_synthetic(text):
         return text
     named = named_spec(text)
     if named is not None:
@@ -148,20 +172,14 @@ def build_dataset(
     if split not in SPLITS:
         raise DataError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     text = os.fspath(spec)
-    if text == "synthetic" or text.startswith("synthetic:"):
+    if is_synthetic(text):
         if masks_root is not None:
             raise DataError("masks_root is for folder datasets; synthetic images carry masks")
         if download:
             raise DataError(f"dataset spec {text!r}: synthetic images are drawn, not downloaded")
-        if text == "synthetic":
+        n = synthetic_count(text)
+        if n is None:
             n = DEMO_TRAINING["train_images" if split == "train" else "val_images"]
-        else:
-            count = text.partition(":")[2]
-            if not count.isdigit() or int(count) < 1:
-                raise DataError(
-                    f"dataset spec {text!r}: expected 'synthetic' or 'synthetic:N' with N >= 1"
-                )
-            n = int(count)
         return SyntheticShapes(n, size=size, split=split, transform=transform, **kwargs)
 
     named = named_spec(text)

@@ -24,6 +24,7 @@ import yaml
 
 from .._atomic import atomic_write_json
 from ..analysis.columns import SUMMARY_COLUMNS
+from ..data.specs import is_synthetic
 from ..errors import AttnvizError, FileFormatError
 from ..fileformats import read_json
 from .grid import Cell, Grid, load_grid
@@ -112,7 +113,7 @@ def _evaluate(grid: Grid, cell: Cell, model, device: str | None) -> dict[str, An
     contract = input_contract(model)
     ev = grid.eval
     images = int(ev.get("images", 512))
-    synthetic = grid.data.startswith("synthetic")
+    synthetic = is_synthetic(grid.data)
     spec = grid.data if not synthetic else f"synthetic:{images}"
     options: dict[str, Any] = {}
     if synthetic:  # as many classes as the model has (training drew its images the same way)

@@ -19,13 +19,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .._utils import class_path
+
 __all__ = ["as_json", "json_subset", "type_name"]
 
 
 def type_name(value: Any) -> str:
     """``json.dumps``'s ``default``: a class as ``module:qualname``, anything else as its repr."""
     if isinstance(value, type):
-        return f"{value.__module__}:{value.__qualname__}"
+        return class_path(value)
     return repr(value)
 
 

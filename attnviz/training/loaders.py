@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from ..data import DEMO_TRAINING, SyntheticShapes, build_dataset
+from ..data.specs import is_synthetic, synthetic_count
 from ..settings import TrainError, TrainSettings
 
 __all__ = [
@@ -54,11 +55,6 @@ def derive_seed(*parts: int | str) -> int:
     """A 63-bit seed from a tuple, e.g. ``(seed, "flip", epoch, step)``; stable across runs."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def is_synthetic(data: str | os.PathLike[str]) -> bool:
-    text = os.fspath(data)
-    return text == "synthetic" or text.startswith("synthetic:")
 
 
 def _subset(ds: Dataset, n: int | None, seed: int, split: str) -> Dataset:
@@ -97,8 +93,7 @@ def build_datasets(
                 build_dataset(text, "train", size, download=True)  # the error that says why not
             n_train = settings.train_images or DEMO_TRAINING["train_images"]
             if text != "synthetic":
-                build_dataset(text, "train", size)  # validates "synthetic:N"
-                n_train = int(text.partition(":")[2])
+                n_train = synthetic_count(text)
             n_val = settings.val_images or DEMO_TRAINING["val_images"]
             kw: dict[str, Any] = {"size": size, "seed": settings.data_seed}
             if num_classes is not None:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._utils import model_device
 from ..errors import AttnvizError
 from ..settings import TrainSettings
 from .distributed import DistContext
@@ -37,14 +38,6 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 def _eval_sums(
@@ -101,7 +94,7 @@ def evaluate(
     >>> r["n"], 0.0 <= r["accuracy"] <= 1.0
     (4, True)
     """
-    dev = torch.device(device) if device is not None else _model_device(model)
+    dev = torch.device(device) if device is not None else model_device(model)[0]
     model.to(dev)
     loss, correct, n = _eval_sums(model, data_loader, dev, amp=amp)
     if n == 0:
