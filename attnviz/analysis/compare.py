@@ -35,6 +35,7 @@ from ..inputs import input_contract as model_contract
 from ..intermediates import IntermediateModel
 from ..metrics import pearson_per_image
 from .accumulators import AGREEMENT, Bootstrap, ModelStats, per_image_values, state_elements
+from .attention_maps import attention_pictures
 from .columns import TESTED
 from .comparison import Comparison
 from .cost import model_cost
@@ -379,6 +380,14 @@ def compare(
         panel_list = run.keeper.panels()
         if world > 1:
             seen, faithful_images, panel_list = _reduce(stats, seen, faithful_images, run.keeper)
+        pictures: dict[str, Any] = {"spatial": {}, "queries": {}}
+        if panel_list and rank == 0:  # the panels' images once more: spatial gates, query maps
+            pictures = attention_pictures(
+                models,
+                torch.stack([p.image for p in panel_list]),
+                torch.stack([p.cams[baseline] for p in panel_list]),
+                dev,
+            )
 
     faithful = faithfulness and any(s.faithfulness.updated for s in stats.values())
     return Comparison.from_stats(
@@ -397,6 +406,7 @@ def compare(
         class_names=list(class_names) if class_names is not None else _attr(data, "class_names"),
         denormalize=denormalize or _mean_std(data),
         bootstrap=boot,
+        attention_maps=pictures,
         inputs={
             "data": data_source,
             "image_size": list(run.size) if run.size else None,

@@ -81,6 +81,7 @@ class Comparison:
     state_elements: int = 0
     inputs: dict[str, Any] = field(default_factory=dict)
     bootstrap: dict[str, Any] = field(default_factory=dict)
+    attention_maps: dict[str, dict[str, Any]] = field(default_factory=dict)
     _figures: dict[str, Figure] | None = field(default=None, repr=False, compare=False)
 
     # -- construction --------------------------------------------------------------------
@@ -105,6 +106,7 @@ class Comparison:
         bootstrap: Bootstrap,
         inputs: dict[str, Any],
         state_count: int,
+        attention_maps: dict[str, dict[str, Any]] | None = None,
     ) -> Comparison:
         names = list(stats)
         base = stats[names[0]]
@@ -139,6 +141,7 @@ class Comparison:
             state_elements=state_count,
             inputs=inputs,
             bootstrap={**bootstrap.kwargs(), "method": "streaming Poisson bootstrap"},
+            attention_maps=attention_maps or {},
         )
 
     # -- tables ---------------------------------------------------------------------------

@@ -145,6 +145,52 @@ def _faithfulness_curves(c: Comparison) -> Figure | None:
     return finish(fig, None)
 
 
+def _panel_images(c: Comparison) -> torch.Tensor:
+    images = torch.stack([p.image for p in c.panels])
+    if c.denormalize is None:  # normalization unknown: stretch each image to [0, 1] for display
+        flat = images.flatten(1)
+        lo, hi = flat.amin(1)[:, None, None, None], flat.amax(1)[:, None, None, None]
+        images = (images - lo) / (hi - lo).clamp_min(1e-12)
+    return images
+
+
+def _spatial_gates(c: Comparison) -> Figure | None:
+    """The deepest spatial gate (CBAM, BAM, triplet...) of each model on the panel images."""
+    spatial = (c.attention_maps or {}).get("spatial") or {}
+    if not spatial or not c.panels:
+        return None
+    maps = {}
+    for n, (gate, m) in spatial.items():
+        flat = m.flatten(1)
+        lo, hi = flat.amin(1)[:, None, None], flat.amax(1)[:, None, None]
+        maps[f"{n}: {gate}"] = (m - lo) / (hi - lo).clamp_min(1e-12)
+    return plots.cam_grid(
+        _panel_images(c),
+        maps,
+        row_labels=[_class_name(c, p.label) for p in c.panels],
+        max_images=len(c.panels),
+        denormalize=c.denormalize,
+        title="spatial attention gates on the CAM panels' images (each map min-max scaled)",
+    )
+
+
+def _query_maps(c: Comparison) -> dict[str, Figure]:
+    figs = {}
+    for n, (block, maps, points) in ((c.attention_maps or {}).get("queries") or {}).items():
+        labels = ["query at the baseline CAM peak", "query at the centre", "query in a corner"]
+        labels = labels[-maps.shape[1] :] if maps.shape[1] < 3 else labels
+        figs[f"query_maps_{n}"] = plots.query_grid(
+            _panel_images(c),
+            maps,
+            points,
+            query_labels=labels,
+            row_labels=[_class_name(c, p.label) for p in c.panels],
+            denormalize=c.denormalize,
+            title=f"{n}: where does each query position look? (self-attention of {block})",
+        )
+    return figs
+
+
 def _forest(c: Comparison) -> Figure | None:
     rows = c.tests()
     if not rows:
@@ -202,6 +248,10 @@ def comparison_figures(c: Comparison) -> dict[str, Figure]:
     panels = _cam_panels(c)
     if panels is not None:
         figs["cam_panels"] = panels
+    gates = _spatial_gates(c)
+    if gates is not None:
+        figs["spatial_gates"] = gates
+    figs.update(_query_maps(c))
     if c.feature_example:
         figs["feature_maps"] = plots.compare_feature_maps(
             c.feature_example,

@@ -55,6 +55,8 @@ _CAPTIONS = {
     "correlation with the baseline's map), each row on one shared scale so magnitudes compare, with each "
     "variant's difference to the baseline; P = softmax probability of the true class; the object's "
     "mask is outlined in white where the data has masks.",
+    "spatial_gates": "The deepest spatial attention gate of each model (CBAM, BAM, triplet...) on the "
+    "images of the CAM panels: where the block lets features through.",
     "cka": "Linear CKA between each variant and the baseline at corresponding layers (1 = the same "
     "representation up to rotation and scale), with 95% intervals over batches.",
     "gate_histograms": "Distribution of the attention gate values of each stage (all gated blocks of "
@@ -206,15 +208,9 @@ def _definitions(c: Comparison) -> str:
 
 def _figure_sections(c: Comparison) -> str:
     figs = c.figures()
-    order = [
-        "forest",
-        "accuracy",
-        "cam_panels",
-        "spatial_gates",
-        "query_maps",
-        "cka",
-        "gate_histograms",
-    ]
+    order = ["forest", "accuracy", "cam_panels", "spatial_gates"]
+    order += sorted(k for k in figs if k.startswith("query_maps_"))
+    order += ["cka", "gate_histograms"]
     order += sorted(k for k in figs if k.startswith("gate_profile_"))
     order += ["feature_maps", "faithfulness", *sorted(k for k in figs if k.startswith("features_"))]
     sections = []
@@ -222,6 +218,11 @@ def _figure_sections(c: Comparison) -> str:
         caption = _CAPTIONS.get(key)
         if caption is None and key.startswith("features_"):
             caption = _FEATURE_CAPTIONS.get(key[len("features_") :])
+        if caption is None and key.startswith("query_maps_"):
+            caption = (
+                "Self-attention of the deepest attention block: for a few query positions (white "
+                "crosses), the weights it puts on every position of the map."
+            )
         if caption is None and key.startswith("gate_profile_"):
             caption = (
                 "Per-class mean gate of the last gated block of a stage (the SE paper's excitation "

@@ -15,7 +15,7 @@ from ._common import (
     to_numpy,
     to_uint8,
 )
-from .cams import cam_grid, cam_panel, overlay, overlay_batch
+from .cams import cam_grid, cam_panel, overlay, overlay_batch, query_grid
 from .compare import (
     bar_chart,
     forest_plot,
@@ -44,6 +44,7 @@ __all__ = [
     "new_figure",
     "overlay",
     "overlay_batch",
+    "query_grid",
     "save_channels",
     "save_figure",
     "scatter_tradeoff",

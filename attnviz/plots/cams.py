@@ -483,3 +483,65 @@ def cam_grid(
         fig.suptitle(title, fontsize=12)
     trim_to_images(fig, [ax for ax in fig.axes if ax.images])
     return finish(fig, path)
+
+
+def query_grid(
+    images: ArrayLike,
+    maps: ArrayLike,
+    points: Sequence[Sequence[tuple[float, float]]],
+    *,
+    alpha: float = 0.55,
+    cmap: str | Colormap = "magma",
+    query_labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    denormalize: Denormalize = None,
+    title: str | None = None,
+    path: PathArg | None = None,
+) -> Figure:
+    """Self-attention "where does this position look" maps: images (rows) × query points (columns).
+
+    ``maps`` ``[N, Q, h, w]`` are each query's attention weights over the key positions
+    (each map scaled to its own maximum for display); ``points[i][q]`` is query ``q`` of
+    image ``i`` as ``(y, x)`` in [0, 1], marked with a white cross.
+
+    >>> import torch
+    >>> fig = query_grid(torch.rand(2, 3, 16, 16), torch.rand(2, 3, 4, 4), [[(0.5, 0.5)] * 3] * 2)
+    >>> len([ax for ax in fig.axes if ax.images])
+    8
+    """
+    imgs = prepare_images(images, "images", batched=True, denormalize=denormalize)
+    arr = np.asarray(to_numpy(maps, "maps"), dtype=np.float64)
+    if arr.ndim != 4 or arr.shape[0] != imgs.shape[0]:
+        raise AttnvizError(f"maps must be [N, Q, h, w] with one row per image, got {arr.shape}")
+    n, q = arr.shape[:2]
+    if len(points) != n or any(len(p) != q for p in points):
+        raise AttnvizError(f"points must hold {q} (y, x) pairs for each of the {n} images")
+    peak = arr.reshape(n, q, -1).max(axis=2)[:, :, None, None]
+    arr = np.where(peak > 0, arr / np.where(peak > 0, peak, 1.0), 0.0)
+    cm = get_cmap(cmap)
+    h, w = imgs.shape[1:3]
+    cell_w = min(2.0, 14.0 / (q + 1))
+    cell_h = cell_w * min(max(h / w, 0.5), 2.0)
+    fig = new_figure((q + 1) * cell_w + 0.4, n * cell_h + 1.3 + (0.3 if title else 0.0))
+    axes, gs = _image_grid(fig, n, q + 1, cell_h)
+    for i in range(n):
+        axes[i, 0].imshow(imgs[i], interpolation="bilinear")
+        axes[i, 0].set_ylabel(row_labels[i] if row_labels is not None else f"#{i}", fontsize=9)
+        for j in range(q):
+            ax = axes[i, j + 1]
+            ax.imshow(
+                _blend(imgs[i : i + 1], arr[i, j][None], alpha, cm)[0], interpolation="nearest"
+            )
+            y, x = points[i][j]
+            ax.plot([x * (w - 1)], [y * (h - 1)], marker="x", color="white", markersize=8, mew=2.2)
+            axes[i, 0].plot(
+                [x * (w - 1)], [y * (h - 1)], marker="x", color="white", markersize=5, mew=1.5
+            )
+    axes[0, 0].set_title("image", fontsize=10)
+    for j in range(q):
+        label = query_labels[j] if query_labels is not None else f"query {j + 1}"
+        axes[0, j + 1].set_title(label, fontsize=10)
+    _cam_colorbar(fig, gs[-1, 1:], cm)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return finish(fig, path)
