@@ -7,8 +7,11 @@
   once (a few extra forwards of 4 images, whatever the number of images): the
   ratio is printed with that one-off cost and without it (the per-image cost
   of streaming, what a long run converges to);
-* peak memory of ``compare`` over 128 vs 1024 images of a small model
-  (streaming: target ratio <= 1.1).
+* the time of ``compare`` with its statistics (the streaming Poisson bootstrap,
+  B = 1000, and the paired tests) over the same run at B = 2, the least the
+  accumulators allow (target <= 1.05): what the intervals cost;
+* peak memory of ``compare`` (statistics on, B = 1000) over 128 vs 1024 images
+  of a small model (streaming: target ratio <= 1.1).
 
 Run: ``python benchmarks/compare.py [--images 64] [--batch 16] [--size 224] [--rounds 3] [--device cpu|cuda]``
 (``--quick`` for a small smoke run).
@@ -53,10 +56,19 @@ def main() -> None:
                 base(x)
                 se(x)
 
-    def ours():
+    def ours(replicates=1000):
         compare(
-            {"base": base, "se": se}, data, faithfulness=False, panels=4, progress=False, device=dev
+            {"base": base, "se": se},
+            data,
+            faithfulness=False,
+            panels=4,
+            progress=False,
+            device=dev,
+            replicates=replicates,
         )
+
+    def no_stats():
+        ours(replicates=2)
 
     first = next(iter(data))[0][:4].to(dev)
 
@@ -65,7 +77,7 @@ def main() -> None:
         model_cost(se, first)
 
     med = interleaved(
-        {"plain": plain, "compare": ours, "cost": one_off},
+        {"plain": plain, "compare": ours, "no_stats": no_stats, "cost": one_off},
         rounds=args.rounds,
         warmup=1,
         device=dev,
@@ -104,6 +116,11 @@ compare(models, SyntheticShapes(32, split="val"), faithfulness=False, progress=F
                     "  without the one-off FLOPs/latency",
                     f"{(med['compare'] - med['cost']) / med['plain']:.2f}x",
                     f"per-image streaming cost (one-off: {med['cost'] / med['plain']:.2f}x of the plain pass)",
+                ),
+                (
+                    "compare time, statistics on / off",
+                    f"{med['compare'] / med['no_stats']:.3f}x",
+                    "target <= 1.05 (B = 1000 vs B = 2)",
                 ),
                 (
                     "compare images/s",

@@ -30,6 +30,14 @@ __all__ = ["attention_pictures"]
 
 
 def _spatial_gates(model: nn.Module) -> list[str]:
+    """Gates that may span positions: none when every inserted block is a channel gate."""
+    spec = spec_of(model)
+    if spec is not None and spec.insertions:
+        infos = [
+            attention_info(ins.attention) if ins.attention else None for ins in spec.insertions
+        ]
+        if all(i is not None and i.kind == "channel" for i in infos):
+            return []  # SE, ECA, ...: [B, C, 1, 1]; no forward needed to know it
     return [p for p, m in model.named_modules() if isinstance(m, Gate)]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._chunks import rows_per_chunk
 from .._maps import average_ranks, descending_order, normalized_entropy
 from ..errors import AttnvizError
 from ._base import Accumulator, ratio
@@ -91,9 +92,16 @@ class CamAgreement(Accumulator):
         check_same_shape(owner, "cams", a, "reference", b)
         a = a.flatten(1)
         b = b.flatten(1).to(a.device)
-        r = pearson_per_image(a, b)
-        rho = spearman_per_image(a, b)
-        iou = top_iou(a, b, self.top_fraction)
+        step = rows_per_chunk(a.shape[0], 8 * a.shape[1], a.device)  # float64 temporaries
+        parts = [
+            (
+                pearson_per_image(a[i : i + step], b[i : i + step]),
+                spearman_per_image(a[i : i + step], b[i : i + step]),
+                top_iou(a[i : i + step], b[i : i + step], self.top_fraction),
+            )
+            for i in range(0, a.shape[0], step)
+        ]
+        r, rho, iou = (torch.cat(p) for p in zip(*parts))
         ok = torch.isfinite(r)
         st = self._running(a.device)
         st["n_images"].add_(a.shape[0])

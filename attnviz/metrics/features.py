@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._chunks import rows_per_chunk
 from .._maps import normalized_entropy
 from ..errors import AttnvizError
 from ._base import Accumulator, ratio
@@ -34,6 +35,26 @@ def _gini(energy: Tensor) -> Tensor:
     weights = 2 * torch.arange(1, c + 1, device=e.device, dtype=e.dtype) - c - 1
     total = e.sum(dim=1)
     return (e * weights).sum(dim=1) / (c * total)
+
+
+def _image_sums(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per image of ``[B, C, H, W]``: channel sums and energies ``[B, C]``, the energy at
+    each position ``[B, H·W]`` and the non-zero count ``[B]``, in one pass per chunk.
+
+    Partial sums are in the input dtype (H·W or C terms each); the same values whether
+    computed whole or in chunks (see :mod:`attnviz._chunks`).
+    """
+    b, c = x.shape[:2]
+    v = x.reshape(b, c, -1)
+    step = rows_per_chunk(b, v[0].numel(), x.device)
+    parts = []
+    for i in range(0, b, step):
+        xi = v[i : i + step]
+        sq = xi.square()
+        parts.append((xi.sum(2), sq.sum(2), sq.sum(1), (xi != 0).flatten(1).sum(1)))
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(p) for p in zip(*parts))  # type: ignore[return-value]
 
 
 def spatial_entropy(x: Tensor) -> Tensor:
@@ -139,20 +160,18 @@ class FeatureStats(Accumulator):
                 f"{owner}: `features` has shape {tuple(x.shape)}; spatial entropy needs "
                 "H × W ≥ 2 (pass the map before global pooling)"
             )
-        sq = x.square()
-        # per-channel partial sums in the input dtype (H x W terms each), totals in float64
-        channel_energy = sq.sum(dim=(2, 3))
+        channel_sums, channel_energy, spatial_energy, nonzero = _image_sums(x)
         gini = _gini(channel_energy)
-        ent = normalized_entropy(sq.sum(dim=1).flatten(1))
+        ent = normalized_entropy(spatial_energy)
         alive = torch.isfinite(gini) & torch.isfinite(ent)
         idx = None
         if self.resampling is not None:
             idx = check_index(owner, index, x.shape[0], x.device)
         st = self._running(x.device)
         st["n_values"].add_(x.numel())
-        st["sum"].add_(x.sum(dim=(2, 3)).sum(dtype=torch.float64))
+        st["sum"].add_(channel_sums.sum(dtype=torch.float64))
         st["sum_sq"].add_(channel_energy.sum(dtype=torch.float64))
-        st["n_zeros"].add_(x.numel() - torch.count_nonzero(x))
+        st["n_zeros"].add_(x.numel() - nonzero.sum())
         st["n_images"].add_(x.shape[0])
         st["n_alive_images"].add_(alive.sum())
         st["sum_gini"].add_(torch.where(alive, gini, 0.0).sum())
@@ -162,9 +181,9 @@ class FeatureStats(Accumulator):
             per_image = torch.stack(
                 [
                     torch.full((b,), x[0].numel(), dtype=torch.float64, device=x.device),
-                    x.sum(dim=(2, 3)).sum(dim=1, dtype=torch.float64),
+                    channel_sums.sum(dim=1, dtype=torch.float64),
                     channel_energy.sum(dim=1, dtype=torch.float64),
-                    (x[0].numel() - torch.count_nonzero(x.flatten(1), dim=1)).to(torch.float64),
+                    (x[0].numel() - nonzero).to(torch.float64),
                     alive.to(torch.float64),
                     torch.where(alive, gini, 0.0),
                     torch.where(alive, ent, 0.0),

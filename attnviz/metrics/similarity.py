@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from .._chunks import CPU_CHUNK_ELEMENTS
 from ..errors import AttnvizError, StatisticsError
 from ._base import Accumulator
 from ._checks import check_tensor
@@ -49,8 +50,19 @@ def linear_gram(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     large common offset of post-ReLU features before the product is formed in ``dtype``.
     """
     x = x.to(dtype)
-    x = x - x.mean(dim=0, keepdim=True)
-    return (x @ x.T).to(torch.float64)
+    mean = x.mean(dim=0, keepdim=True)
+    n, d = x.shape
+    if x.device.type != "cpu":
+        x = x - mean
+        return (x @ x.T).to(torch.float64)
+    # CPU: centre and multiply column blocks, summing the products in float64 (no
+    # batch-sized temporary; see attnviz._chunks)
+    step = max(1, CPU_CHUNK_ELEMENTS // 4 // max(n, 1))
+    k = torch.zeros(n, n, dtype=torch.float64)
+    for j in range(0, d, step):
+        block = x[:, j : j + step] - mean[:, j : j + step]
+        k += (block @ block.T).to(torch.float64)
+    return k
 
 
 def _hsic_terms(k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
