@@ -129,7 +129,7 @@ def test_bootstrap_pvalue_by_hand() -> None:
     assert bootstrap_pvalue(torch.tensor([-1.0, 1.0, 2.0, 3.0])) == 0.5  # L = 1/4
     assert bootstrap_pvalue(torch.tensor([0.0, 1.0, 2.0, 3.0])) == 0.25  # tie counts half
     assert bootstrap_pvalue(torch.zeros(10)) == 1.0  # identical models
-    assert bootstrap_pvalue(torch.ones(10)) == 0.0  # below 1/B
+    assert bootstrap_pvalue(torch.ones(10)) == 0.1  # no replicate at 0: p is only below 1/B
     assert bootstrap_pvalue(torch.tensor([1.0, 2.0, 3.0]), null=2.0) == 1.0
     assert math.isnan(bootstrap_pvalue(torch.tensor([math.nan])))
 

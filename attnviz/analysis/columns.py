@@ -89,6 +89,6 @@ TESTED: tuple[Tested, ...] = (
 LEGEND = (
     "Δ = variant − baseline on the same images, [95% CI] from a streaming Poisson bootstrap "
     "(B weights per image); accuracy tested by McNemar's exact test, the other per-image metrics "
-    "by the bootstrap; p_holm = Holm-adjusted over every (variant, metric) test of this "
+    "by the bootstrap (a bootstrap p is at least 1/B); p_holm = Holm-adjusted over every (variant, metric) test of this "
     "comparison; * = significant after adjustment. Layer statistics get intervals only."
 )

@@ -120,8 +120,10 @@ def bootstrap_pvalue(replicates: Tensor, null: float = 0.0, n: int | None = None
     every replicate (two identical models) gets ``p = 1``. Checked by simulation in the
     tests: 400 null comparisons of 64 images (B = 1000) are significant at ``α = 0.05``
     at a rate within 0.02-0.08, 3000 comparisons (continuous and 0/1 per-image values)
-    within 0.035-0.065. The resolution is about ``1/B``. NaN when no replicate is finite
-    or ``n < 2``.
+    within 0.035-0.065. The resolution is ``1/B``: when no replicate reaches ``null`` the
+    data say only "``p₀`` is below ``1/B``", so ``p₀ = 1/B`` is returned (never 0, which
+    would claim more than ``B`` replicates can show, and would survive any Holm factor).
+    NaN when no replicate is finite or ``n < 2``.
     """
     r = _finite(replicates)
     n = _check_n(n)
@@ -129,7 +131,7 @@ def bootstrap_pvalue(replicates: Tensor, null: float = 0.0, n: int | None = None
         return math.nan
     below = float((r < null).sum()) + 0.5 * float((r == null).sum())
     lower = below / r.numel()
-    p0 = min(1.0, 2.0 * min(lower, 1.0 - lower))
+    p0 = min(1.0, max(2.0 * min(lower, 1.0 - lower), 1.0 / r.numel()))
     if n is None or p0 >= 1.0:
         return p0
     from scipy.special import ndtri, stdtr  # normal quantile, Student-t CDF
