@@ -26,6 +26,7 @@ test-all: $(STAMP)  ## every test, the slow ones too
 lint: $(STAMP)
 	$(PY) -m ruff check attnviz tests benchmarks scripts train.py
 	$(PY) -m ruff format --check attnviz tests benchmarks scripts train.py
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)  ## every benchmark, ratios measured in one run each
 	cd benchmarks && for b in surgery intermediates cam compare train; do test -f $$b.py && ../$(PY) $$b.py || true; done

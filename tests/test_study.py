@@ -145,7 +145,7 @@ def test_ablation_restart_skips_finished_cells(tmp_path):
 
 def test_shipped_ablation_grid_is_valid():
     grid = load_grid(ROOT / "models" / "ablation-small.yaml")
-    assert len(grid.cells()) == 10
+    assert len(grid.cells()) == 15
 
 
 def test_a_placement_axis_adds_cells_and_keeps_the_ids_of_after_cells(tmp_path):

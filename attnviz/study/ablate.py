@@ -319,7 +319,7 @@ def _plots(summary: list[dict[str, Any]], folder: Path) -> dict[str, Path]:
     paths["accuracy_bars"] = plots.save_figure(
         plots.bar_chart(
             acc,
-            ylabel="accuracy % (mean over seeds, 95% t interval from 3 seeds)",
+            ylabel="accuracy % (mean over seeds, 95% t interval)",
             zoom=False,
             intervals=ci,
         ),
