@@ -57,9 +57,11 @@ def test_a_local_weights_file_is_loaded_and_a_random_model_is_named_as_such(
     assert main([*args, "--out", "random.png"]) == 0
     assert "random weights" in capsys.readouterr().err
     # a weights file of another class count: everything but the classifier loads (a warning)
-    with pytest.warns(UserWarning, match="classifier"):
-        assert main([*args, "--weights", "r18.pth", "--out", "trained.png"]) == 0
-    assert "random weights" not in capsys.readouterr().err
+    assert main([*args, "--weights", "r18.pth", "--out", "trained.png"]) == 0
+    err = capsys.readouterr().err
+    assert "random weights" not in err
+    (line,) = [x for x in err.splitlines() if "classifier" in x]  # one line, no source shown
+    assert line.startswith("attnviz cam: warning: ")
     assert Path("trained.png").is_file()
 
 

@@ -20,9 +20,11 @@ is instant.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 from ._common import Parser
 
@@ -67,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..errors import AttnvizError
 
     try:
-        return int(module.run(args) or 0)
+        with _one_line_warnings(args.command):
+            return int(module.run(args) or 0)
     except (AttnvizError, FileNotFoundError) as exc:
         _print_error(args.command, exc)
         return 2
@@ -75,6 +78,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default = getattr(module, "INTERRUPTED", "interrupted")
         print(f"attnviz {args.command}: {str(exc) or default}", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str) -> Iterator[None]:
+    """Library warnings as ``attnviz COMMAND: warning: ...`` lines, not file:line plus source."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split()) or category.__name__
+        print(f"attnviz {command}: warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def _print_error(command: str, exc: BaseException) -> None:
