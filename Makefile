@@ -29,4 +29,4 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)  ## every benchmark, ratios measured in one run each
-	cd benchmarks && for b in surgery intermediates cam compare train; do test -f $$b.py && ../$(PY) $$b.py || true; done
+	cd benchmarks && for b in surgery intermediates cam compare train ablate readme; do test -f $$b.py && ../$(PY) $$b.py || true; done

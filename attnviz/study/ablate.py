@@ -189,6 +189,8 @@ def run_cell(
 
 #: Metrics compared with the baseline setting across seeds (paired by seed), Holm-adjusted.
 SEED_TESTED = ("accuracy", "energy_pointing_game", "cam_iou", "deletion_auc", "insertion_auc")
+#: Their headers in the markdown summary.
+SEED_TESTED_HEADERS = ("Δ acc", "Δ energy PG", "Δ IoU@0.5", "Δ deletion↓", "Δ insertion↑")
 
 
 def _baseline_setting(setting: str) -> str:
@@ -279,7 +281,7 @@ def _markdown(summary: list[dict[str, Any]], title: str, level: float = 0.95) ->
             f"## Against the baseline setting, paired by seed (Δ [{pct}% CI], Holm-adjusted p)",
             "",
         ]
-        lines.append("| setting | " + " | ".join(SEED_TESTED) + " |")
+        lines.append("| setting | " + " | ".join(SEED_TESTED_HEADERS) + " |")
         lines.append("|" + "---|" * (len(SEED_TESTED) + 1))
         for r in diffs:
             cells = []
@@ -298,7 +300,12 @@ def _markdown(summary: list[dict[str, Any]], title: str, level: float = 0.95) ->
                 )
                 cells.append(text + (" *" if r.get(f"{m}_significant") else ""))
             lines.append(f"| {r['setting']} | " + " | ".join(cells) + " |")
-        lines += ["", "`*`: significant after Holm's adjustment over every (setting, metric) test."]
+        lines += [
+            "",
+            "Δ = setting − baseline setting, per seed (same seed, same data order); paired t-test "
+            "over seeds (scipy.stats.ttest_rel); `*`: significant after Holm's adjustment over "
+            "every (setting, metric) test.",
+        ]
     return "\n".join(lines) + "\n"
 
 
