@@ -382,8 +382,10 @@ def _class_specificity(n_k: Tensor, sums: Tensor, sum_sq: Tensor) -> tuple[Tenso
     correction = total.square() / n[:, None]
     ss_total = sum_sq - correction
     seen = n_k > 0
-    per_class = torch.where(seen[..., None], sums.square() / n_k.clamp_min(1e-300)[..., None], 0.0)
-    ss_between = per_class.sum(dim=1) - correction
+    # Σ_k sums² / n_k as one batched matmul over the [R, K, C] copies (unseen classes weigh 0):
+    # the largest tensors here, so one temporary instead of four.
+    inv = torch.where(seen, 1.0 / n_k.clamp_min(1e-300), 0.0)
+    ss_between = torch.einsum("rkc,rk->rc", sums.square(), inv) - correction
     valid = ss_total > 1e-12 * sum_sq.abs().clamp_min(1e-300)
     ss_between = torch.minimum(ss_between.clamp(min=0), ss_total.clamp(min=0))
     n_valid = valid.sum(dim=1)
