@@ -304,7 +304,8 @@ def fmt(ts: list[float]) -> str:
 
 def ratio_line(label: str, value: float, target: str, ok: bool | None) -> str:
     mark = "" if ok is None else ("  ok" if ok else "  MISSED")
-    return f"  {label:<58} {value:6.2f}   target {target}{mark}"
+    shown = f"{value:6.2f}" if value >= 0.1 else f"{value:6.1e}"  # 0.0026, not 0.00
+    return f"  {label:<58} {shown}   target {target}{mark}"
 
 
 def main(argv: list[str] | None = None) -> int:
