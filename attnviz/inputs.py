@@ -127,9 +127,10 @@ class InputContract:
             contract.size = _hw(contract.size)
             contract.mean = tuple(float(v) for v in contract.mean)
             contract.std = tuple(float(v) for v in contract.std)
+            contract.crop_pct = float(contract.crop_pct)
+            problem = contract._problem()
         except (TypeError, ValueError) as exc:
             raise FileFormatError(f"{source}: not a valid input contract ({exc})") from None
-        problem = contract._problem()
         if problem:
             raise FileFormatError(f"{source}: not a valid input contract: {problem}")
         return contract

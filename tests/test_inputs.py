@@ -98,3 +98,22 @@ def test_compare_records_the_inputs_it_ran_on(tmp_path):
     assert inputs["data"] == "tensors" and inputs["image_size"] == [32, 32]
     assert inputs["models"]["a"]["weights"] == "random initialisation"
     json.dumps(inputs)
+
+
+# Found by the 500-case fuzzer (a saved model's metadata with "crop_pct": [0.875] raised a
+# TypeError from float()): every field of a contract read from a file is checked by type.
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"crop_pct": [0.875]},
+        {"crop_pct": "0.9x"},
+        {"mean": [[0.5], 0.5, 0.5]},
+        {"size": {"h": 64}},
+        {"class_names": "disk"},
+        {"resize": ["crop"]},
+    ],
+)
+def test_a_contract_of_the_wrong_types_is_one_file_format_error(fields):
+    data = {**InputContract().to_json(), **fields}
+    with pytest.raises(FileFormatError, match=r"model\.json: not a valid input contract"):
+        InputContract.from_json(data, source="model.json")

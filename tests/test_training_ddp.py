@@ -102,4 +102,7 @@ def test_two_processes_match_one_on_the_demo_network(tmp_path):
     single = train(recipe, out=tmp_path / "single", progress=False, tensorboard=False).metrics
     print(f"val acc: 2 processes {ddp['val_acc']:.4f}, 1 process {single['val_acc']:.4f}")
     assert single["val_acc"] > 0.9  # well above chance (0.1), so the comparison means something
-    assert abs(ddp["val_acc"] - single["val_acc"]) <= 0.015
+    # Two processes normalise BatchNorm over 32 images, one over 64: two different trainings of
+    # the same recipe, which land a point or two apart (seen: 0.970 vs 0.985). The bound is about
+    # 3.6 standard errors of a difference of two accuracies near 0.975 on 1,000 images.
+    assert abs(ddp["val_acc"] - single["val_acc"]) <= 0.025

@@ -174,3 +174,35 @@ def test_ctrl_c_is_one_line_exit_130_and_the_same_command_resumes_to_identical_w
     err = capsys.readouterr().err
     assert f"resuming {tmp_path / 'run'} from epoch 1/3" in err and "finished" in err
     _assert_same_weights(tmp_path / "run" / "model.safetensors", small_reference.checkpoint)
+
+
+# Found by the 500-case fuzzer: a checkpoint's JSON is data, and a state of the wrong type must
+# stop the resume with one error naming the file, not crash inside timm or torch an epoch later.
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda s: s["scheduler"].update(t_initial=None),
+            r"scheduler\.t_initial: expected a number",
+        ),
+        (lambda s: s["scheduler"].update(k_decay="1"), r"scheduler\.k_decay: expected a number"),
+        (
+            lambda s: s["optimizer"]["param_groups"][0].update(lr=None),
+            r"param_groups\[0\]\.lr: expected a number",
+        ),
+        (
+            lambda s: s["optimizer"]["param_groups"][0].update(momentum=float("inf")),
+            r"param_groups\[0\]\.momentum: expected a number",
+        ),
+    ],
+)
+def test_a_checkpoint_state_of_the_wrong_type_is_refused_naming_the_file(tmp_path, edit, message):
+    from attnviz.errors import TrainError
+
+    train(SMALL, out=tmp_path, stop_after=1, **QUIET)
+    path = tmp_path / "checkpoints" / "epoch-0001.state.json"
+    state = json.loads(path.read_text())
+    edit(state)
+    path.write_text(json.dumps(state))
+    with pytest.raises(TrainError, match=rf"epoch-0001\.state\.json: cannot restore.*{message}"):
+        train(SMALL, out=tmp_path, **QUIET)

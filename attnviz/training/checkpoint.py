@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import os
 import random
 import re
@@ -42,6 +43,7 @@ from torch import nn
 from .._atomic import atomic_write, atomic_write_bytes, atomic_write_json
 from ..errors import AttnvizError, FileFormatError
 from ..fileformats import contained, read_json
+from .jsonify import mismatch
 
 __all__ = [
     "Checkpoint",
@@ -95,7 +97,15 @@ def load_optimizer(
     for key, value in tensors.items():
         _, index, name = key.split(".", 2)
         state.setdefault(int(index), {})[name] = value
+    current = opt.state_dict()["param_groups"]
+    problem = mismatch(current, meta["param_groups"], "param_groups")
+    if problem:
+        raise ValueError(f"optimizer state: {problem}")
     for index, values in meta.get("scalars", {}).items():
+        if not isinstance(values, dict) or not all(
+            isinstance(v, (int, float)) and math.isfinite(v) for v in values.values()
+        ):
+            raise ValueError(f"optimizer state: the scalars of parameter {index} must be numbers")
         state.setdefault(int(index), {}).update(values)
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     params = [p for g in opt.param_groups for p in g["params"]]

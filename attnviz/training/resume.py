@@ -29,7 +29,7 @@ from ..data import canonical_spec
 from ..recipes import Recipe
 from ..settings import TrainError, TrainSettings
 from .checkpoint import Checkpoint, find_checkpoint, restore_rng
-from .jsonify import as_json, json_subset
+from .jsonify import as_json, json_subset, mismatch
 from .runfolder import CHECKPOINTS, FINAL, RUN_FILE, read_run_record
 
 if TYPE_CHECKING:
@@ -183,9 +183,12 @@ def restore(
         ckpt.load_optimizer(optimizer)
         saved = ckpt.state.get("scheduler")
         if scheduler is not None and saved:
-            current = scheduler.state_dict()
+            current = json_subset(scheduler.state_dict())
             known = {k: v for k, v in saved.items() if k in current}  # never new attributes
-            scheduler.load_state_dict({**current, **known})
+            problem = mismatch({k: current[k] for k in known}, known, "scheduler")
+            if problem:
+                raise ValueError(problem)
+            scheduler.load_state_dict({**scheduler.state_dict(), **known})
         if trainer.scaler.is_enabled() and ckpt.state.get("scaler"):
             trainer.scaler.load_state_dict(ckpt.state["scaler"])
         if ctx.is_main:
