@@ -103,3 +103,17 @@ def test_every_tested_metric_gets_its_columns_in_the_summary_and_table(tmp_path)
     assert acc["delta"] is not None and acc["p_adj"] is not None
     result.tests_to_csv(tmp_path / "tests.csv")
     assert "p_adj" in (tmp_path / "tests.csv").read_text().splitlines()[0]
+
+
+def test_too_few_replicates_for_the_holm_family_are_said_once(recwarn):
+    """A bootstrap p is at least 1/B and Holm multiplies the smallest by the number of tests:
+    with B = 40 and several tests nothing bootstrap-tested can be significant, and compare says
+    so (with the B that would do); with B = 500 it does not."""
+    models = {"a": Quadrants(), "b": Quadrants(hide=0.5)}
+    with pytest.warns(
+        UserWarning, match=r"tests share the Holm adjustment and B = 40 .* use replicates >= \d+"
+    ):
+        _compare(models, _data(48), faithfulness=False, replicates=40)
+    recwarn.clear()
+    _compare(models, _data(48), faithfulness=False, replicates=500)
+    assert not [w for w in recwarn if "Holm adjustment" in str(w.message)]

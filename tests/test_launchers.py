@@ -580,3 +580,16 @@ def test_slurm_preempted_job_is_requeued_and_resumes(tmp_path):
     assert first["job_id"] == second["job_id"]  # requeued: the same job, started again
     first_epoch = cell_dir / "train" / "checkpoints" / "epoch-0001.safetensors"
     assert first_epoch.stat().st_mtime_ns == mtime  # resumed after epoch 1, not trained again
+
+
+def test_a_cells_warnings_are_one_line_naming_the_cell(capsys):
+    """Workers print for the runner: a cell's warning is one line with its id, not file:line."""
+    import warnings
+
+    from attnviz.study.launchers.worker import _one_line_warnings
+
+    with warnings.catch_warnings(), _one_line_warnings("se-0"):
+        warnings.warn("placement='replace' took 1 tensor(s)\n of the base model", UserWarning)
+    err = capsys.readouterr().err
+    assert err == "cell se-0: warning: placement='replace' took 1 tensor(s) of the base model\n"
+    assert warnings.showwarning.__module__ == "warnings"  # restored

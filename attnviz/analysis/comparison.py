@@ -116,9 +116,9 @@ class Comparison:
             results[n] = s.results(methods, has_masks=has_masks, faithfulness=faithfulness)
             results[n]["cost"] = costs[n]
         raw = {(n, key): row for n in names[1:] for key, row in stats[n].tests(base).items()}
-        holm = holm_significance(
-            {k: r for k, r in raw.items() if r.get("family") == "holm"}, alpha=1 - bootstrap.level
-        )
+        family = {k: r for k, r in raw.items() if r.get("family") == "holm"}
+        holm = holm_significance(family, alpha=1 - bootstrap.level)
+        _warn_if_unresolvable(family, bootstrap, n_images)
         paired = {
             k: holm.get(k, {**r, "p_holm": None, "significant": None}) for k, r in raw.items()
         }
@@ -462,6 +462,48 @@ class Comparison:
         text = f"Comparison({self.names}, {self.n_images} images, layers={self.layers})\n{self.summary_text()}"
         diff = self.differences_text()
         return text + ("\n\n" + diff if diff else "")
+
+
+def _warn_if_unresolvable(
+    family: Mapping[Any, Mapping[str, Any]], bootstrap: Any, n_images: int
+) -> None:
+    """Warn when B replicates cannot resolve a Holm-adjusted bootstrap p below alpha.
+
+    A bootstrap p is at least that of "every replicate on one side" (``1/B``, widened for
+    ``n`` images by :func:`attnviz.stats.bootstrap_pvalue`), and Holm multiplies the
+    smallest p by the number of tests ``m``: when ``m`` times that floor reaches alpha no
+    bootstrap-tested difference can be significant, however large.
+    """
+    from ..stats import bootstrap_pvalue
+
+    alpha = 1 - bootstrap.level
+    m = sum(1 for r in family.values() if r.get("p") is not None and math.isfinite(r["p"]))
+    booted = any("mcnemar" not in str(r.get("test", "")).lower() for r in family.values())
+    if not booted or not m or n_images < 2:
+        return
+
+    def floor(b: int) -> float:
+        return bootstrap_pvalue(torch.ones(b), 0.0, n_images)
+
+    if m * floor(bootstrap.replicates) < alpha - 1e-12:
+        return
+    import warnings
+
+    need = next(
+        (b for b in (bootstrap.replicates * 2**k for k in range(1, 11)) if m * floor(b) < alpha),
+        None,
+    )
+    advice = (
+        f"use replicates >= {need}"
+        if need is not None
+        else f"{n_images} images are too few for {m} tests: use more images"
+    )
+    warnings.warn(
+        f"compare: {m} tests share the Holm adjustment and B = {bootstrap.replicates} bootstrap "
+        f"replicates on {n_images} images resolve p only down to {floor(bootstrap.replicates):.2g}, "
+        f"so no bootstrap-tested difference can be significant at {alpha:.2g}; {advice}",
+        stacklevel=4,  # the caller of compare()
+    )
 
 
 def _format_of(key: str) -> str:

@@ -15,9 +15,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 import uuid
-from contextlib import suppress
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +87,18 @@ def _check_out_folder(task: CellTask, launcher: str, where: dict[str, Any]) -> N
         ) from exc
 
 
+@contextmanager
+def _one_line_warnings(cell: str) -> Iterator[None]:
+    """A cell's warnings as ``cell ID: warning: ...`` lines on stderr (workers print for the runner)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split()) or category.__name__
+        print(f"cell {cell}: warning: {text}", file=sys.stderr, flush=True)
+
+    warnings.showwarning = show  # restored by the caller's catch_warnings()
+    yield
+
+
 def run_task(
     task: CellTask,
     *,
@@ -105,14 +120,15 @@ def run_task(
 
         torch.set_num_threads(threads)
     try:
-        return task.run_cell(
-            task.grid,
-            task.cell,
-            task.cell_dir,
-            device=task.device,
-            torchrun=task.torchrun,
-            progress=progress,
-        )
+        with warnings.catch_warnings(), _one_line_warnings(task.cell_dir.name):
+            return task.run_cell(
+                task.grid,
+                task.cell,
+                task.cell_dir,
+                device=task.device,
+                torchrun=task.torchrun,
+                progress=progress,
+            )
     except Exception as exc:
         with suppress(OSError):
             _record(task.cell_dir, "failed", launcher=launcher, error=error_text(exc), **where)
