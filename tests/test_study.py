@@ -245,3 +245,22 @@ def test_seed_summaries_give_t_intervals_from_three_seeds_and_paired_tests():
     text = _markdown(list(summary.values()), "t")
     assert "2 (n < 3: no interval)" in text and "n = 2 < 3: no test" in text
     assert "0.850 [" in text and "Holm" in text
+
+
+def test_a_grid_of_recipes_pairs_every_setting_with_its_one_baseline():
+    """Without an attention axis (ablation-families) the one ``none`` setting is the baseline of
+    every recipe's setting: same network family, data and seeds, so seeds pair."""
+    from attnviz.study.ablate import _baseline_setting, _summarize
+
+    settings = ["small-resnet/none", "small-resnet-nl/nl@layer2", "small-resnet-sk/sk:replace@x"]
+    assert _baseline_setting("small-resnet-nl/nl@layer2", settings) == "small-resnet/none"
+    grid = ["r/none", "r/se@residual", "q/none", "q/eca@residual"]  # a recipe axis: its own none
+    assert _baseline_setting("q/eca@residual", grid) == "q/none"
+    rows = [
+        {"setting": s, "seed": k, "accuracy": acc + 0.01 * k}
+        for s, acc in (("small-resnet/none", 0.80), ("small-resnet-nl/nl@layer2", 0.90))
+        for k in range(3)
+    ]
+    (base, nl) = _summarize(rows)
+    assert base.get("accuracy_delta") is None
+    assert nl["accuracy_delta"] == pytest.approx(0.10) and nl["accuracy_p_adj"] is not None

@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,13 +194,23 @@ SEED_TESTED = ("accuracy", "energy_pointing_game", "cam_iou", "deletion_auc", "i
 SEED_TESTED_HEADERS = ("Δ acc", "Δ energy PG", "Δ IoU@0.5", "Δ deletion↓", "Δ insertion↑")
 
 
-def _baseline_setting(setting: str) -> str:
-    return f"{setting.split('/', 1)[0]}/none"
+def _baseline_setting(setting: str, settings: Collection[str] = ()) -> str:
+    """The setting ``setting`` is tested against: its recipe's ``none``, or the grid's only one.
+
+    A grid without an attention axis (``ablation-families.yaml``: each recipe its own
+    surgery) has one ``none`` setting, the baseline recipe; every other setting runs the
+    same network family on the same data and seeds, so it pairs with that one by seed.
+    """
+    own = f"{setting.split('/', 1)[0]}/none"
+    if own in settings or not settings:
+        return own
+    nones = [s for s in settings if s.endswith("/none")]
+    return nones[0] if len(nones) == 1 else own
 
 
 def _summarize(rows: list[dict[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
     """Per setting: mean, std, n and the t interval over seeds of every metric (none below 3
-    seeds); against the recipe's baseline setting, a paired t-test over the seeds both ran
+    seeds); against the baseline setting (:func:`_baseline_setting`), a paired t-test over the seeds both ran
     (same seed, same data order), Holm-adjusted over every (setting, metric) test."""
     from ..stats import holm, paired_seed_test, seed_summary
 
@@ -218,8 +229,9 @@ def _summarize(rows: list[dict[str, Any]], level: float = 0.95) -> list[dict[str
             row[f"{m}_ci_low"] = summary["ci_low"] if summary else None
             row[f"{m}_ci_high"] = summary["ci_high"] if summary else None
         row["interval_note"] = seed_summary([0.0] * len(group), level)["note"]
-        base = settings.get(_baseline_setting(setting))
-        if base is not None and setting != _baseline_setting(setting):
+        baseline = _baseline_setting(setting, settings)
+        base = settings.get(baseline)
+        if base is not None and setting != baseline:
             for m in SEED_TESTED:
                 v = {g["seed"]: g[m] for g in group if g.get(m) is not None}
                 b = {g["seed"]: g[m] for g in base if g.get(m) is not None}
