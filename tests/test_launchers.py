@@ -586,9 +586,9 @@ def test_a_cells_warnings_are_one_line_naming_the_cell(capsys):
     """Workers print for the runner: a cell's warning is one line with its id, not file:line."""
     import warnings
 
-    from attnviz.study.launchers.worker import _one_line_warnings
+    from attnviz._warnings import one_line_warnings
 
-    with warnings.catch_warnings(), _one_line_warnings("se-0"):
+    with one_line_warnings("cell se-0"):
         warnings.warn("placement='replace' took 1 tensor(s)\n of the base model", stacklevel=1)
     err = capsys.readouterr().err
     assert err == "cell se-0: warning: placement='replace' took 1 tensor(s) of the base model\n"

@@ -485,7 +485,8 @@ def _warn_if_unresolvable(
     def floor(b: int) -> float:
         return bootstrap_pvalue(torch.ones(b), 0.0, n_images)
 
-    if m * floor(bootstrap.replicates) < alpha - 1e-12:
+    smallest = floor(bootstrap.replicates)
+    if m * smallest < alpha - 1e-12:
         return
     import warnings
 
@@ -500,7 +501,7 @@ def _warn_if_unresolvable(
     )
     warnings.warn(
         f"compare: {m} tests share the Holm adjustment and B = {bootstrap.replicates} bootstrap "
-        f"replicates on {n_images} images resolve p only down to {floor(bootstrap.replicates):.2g}, "
+        f"replicates on {n_images} images resolve p only down to {smallest:.2g}, "
         f"so no bootstrap-tested difference can be significant at {alpha:.2g}; {advice}",
         stacklevel=4,  # the caller of compare()
     )

@@ -20,12 +20,11 @@ is instant.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import sys
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
+from .._warnings import one_line_warnings
 from ._common import Parser
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -69,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..errors import AttnvizError
 
     try:
-        with _one_line_warnings(args.command):
+        with one_line_warnings(f"attnviz {args.command}"):
             return int(module.run(args) or 0)
     except (AttnvizError, FileNotFoundError) as exc:
         _print_error(args.command, exc)
@@ -78,22 +77,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         default = getattr(module, "INTERRUPTED", "interrupted")
         print(f"attnviz {args.command}: {str(exc) or default}", file=sys.stderr)
         return 130
-
-
-@contextlib.contextmanager
-def _one_line_warnings(command: str) -> Iterator[None]:
-    """Library warnings as ``attnviz COMMAND: warning: ...`` lines, not file:line plus source."""
-    previous = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        text = " ".join(str(message).split()) or category.__name__
-        print(f"attnviz {command}: warning: {text}", file=sys.stderr)
-
-    warnings.showwarning = show
-    try:
-        yield
-    finally:
-        warnings.showwarning = previous
 
 
 def _print_error(command: str, exc: BaseException) -> None:

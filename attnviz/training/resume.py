@@ -183,12 +183,13 @@ def restore(
         ckpt.load_optimizer(optimizer)
         saved = ckpt.state.get("scheduler")
         if scheduler is not None and saved:
-            current = json_subset(scheduler.state_dict())
+            live = scheduler.state_dict()
+            current = json_subset(live)  # what a checkpoint can hold of it
             known = {k: v for k, v in saved.items() if k in current}  # never new attributes
             problem = mismatch({k: current[k] for k in known}, known, "scheduler")
             if problem:
                 raise ValueError(problem)
-            scheduler.load_state_dict({**scheduler.state_dict(), **known})
+            scheduler.load_state_dict({**live, **known})
         if trainer.scaler.is_enabled() and ckpt.state.get("scaler"):
             trainer.scaler.load_state_dict(ckpt.state["scaler"])
         if ctx.is_main:

@@ -15,16 +15,14 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import time
 import uuid
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from ..._atomic import atomic_write_json
+from ..._warnings import one_line_warnings
 from ...errors import LaunchError
 from .base import CellTask, error_text
 
@@ -87,18 +85,6 @@ def _check_out_folder(task: CellTask, launcher: str, where: dict[str, Any]) -> N
         ) from exc
 
 
-@contextmanager
-def _one_line_warnings(cell: str) -> Iterator[None]:
-    """A cell's warnings as ``cell ID: warning: ...`` lines on stderr (workers print for the runner)."""
-
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        text = " ".join(str(message).split()) or category.__name__
-        print(f"cell {cell}: warning: {text}", file=sys.stderr, flush=True)
-
-    warnings.showwarning = show  # restored by the caller's catch_warnings()
-    yield
-
-
 def run_task(
     task: CellTask,
     *,
@@ -120,7 +106,7 @@ def run_task(
 
         torch.set_num_threads(threads)
     try:
-        with warnings.catch_warnings(), _one_line_warnings(task.cell_dir.name):
+        with one_line_warnings(f"cell {task.cell_dir.name}"):
             return task.run_cell(
                 task.grid,
                 task.cell,
